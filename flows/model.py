@@ -1,0 +1,148 @@
+"""The flow model: a normal prior pushed through a stack of coupling layers, and its builder.
+
+    x = f_n ∘ … ∘ f_1(z),  z ~ r = N(0, 1)^V,   log q(x) = log r(z) − Σ_i log|det ∂f_i|.
+
+Training runs in float32; the Metropolis step needs a log q that is exactly the density of the
+proposed x, so sampling for MCMC uses :meth:`Flow.double`-style float64 copies
+(:meth:`Flow.as_float64`), which draw z and evaluate every layer in float64.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from flows.couplings import coupling_stack
+from flows.nets import ACTIVATIONS, reset_parameters
+from flows.priors import NormalPrior
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Architecture of a scalar-field flow (the defaults are the tuned φ⁴ L = 8 choice).
+
+    coupling: ``"affine"`` or ``"spline"`` (rational-quadratic); n_layers: number of checkerboard
+    couplings; hidden: CNN hidden channels; kernel_size: odd CNN kernel; activation: one of
+    ``flows.nets.ACTIVATIONS``; bins, bound: spline bins on [−bound, bound] (ignored for affine).
+    """
+
+    coupling: str = "spline"
+    n_layers: int = 8
+    hidden: tuple[int, ...] = (16, 16)
+    kernel_size: int = 3
+    activation: str = "tanh"
+    bins: int = 8
+    bound: float = 5.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.coupling not in ("affine", "spline"):
+            raise ValueError(f"flow.coupling = {self.coupling!r}: expected 'affine' or 'spline'")
+        if self.n_layers < 0:
+            raise ValueError(f"flow.n_layers = {self.n_layers}: expected a non-negative integer")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"flow.kernel_size = {self.kernel_size}: expected an odd positive integer")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"flow.activation = {self.activation!r}: expected one of {sorted(ACTIVATIONS)}")
+        if self.bins < 1 or self.bound <= 0:
+            raise ValueError(f"flow.bins = {self.bins}, flow.bound = {self.bound}: expected positive values")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-container form (lists, numbers, strings), as stored in checkpoints."""
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, Any] | None) -> FlowConfig:
+        """Build from a dict; an unknown key raises ``ValueError`` naming it and the accepted keys."""
+        config = dict(config or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"unknown flow key(s) {unknown}; accepted keys are {sorted(known)}")
+        return cls(**config)
+
+
+class Flow(nn.Module):
+    """Normalizing flow on fields of shape ``L``: ``NormalPrior(L)`` and ``layers`` (each with
+    ``forward(x) -> (y, logdet (B,))`` and ``inverse(y) -> (x, logdet (B,))``)."""
+
+    def __init__(self, shape: Sequence[int], layers: nn.ModuleList, config: FlowConfig | None = None) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+        self.prior = NormalPrior(self.shape)
+        self.layers = layers
+        self.config = config
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # carries dtype and device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._anchor.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._anchor.device
+
+    def push(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x = f(z) and log q(x) for prior draws ``z (B, *L)``; differentiable (reparameterised)."""
+        logq = self.prior.log_prob(z)
+        x = z
+        for layer in self.layers:
+            x, logdet = layer(x)
+            logq = logq - logdet
+        return x, logq
+
+    def forward_with_logq(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training path: ``n`` reparameterised samples ``(n, *L)`` and their log q ``(n,)``, with grad."""
+        return self.push(self.prior.sample(n, generator, self.dtype, self.device))
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` samples ``x (n, *L)`` and ``log q(x) (n,)`` in the flow's dtype, without grad."""
+        return self.forward_with_logq(n, generator)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log q(x) for ``x (B, *L)`` through the inverse: log r(f⁻¹(x)) + Σ log|det ∂f_i⁻¹|; ``(B,)``."""
+        logdet_total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        for layer in reversed(self.layers):
+            x, logdet = layer.inverse(x)
+            logdet_total = logdet_total + logdet
+        return self.prior.log_prob(x) + logdet_total
+
+    def as_float64(self) -> Flow:
+        """An independent float64 copy in eval mode, without grad: the exact proposal density for MCMC."""
+        twin = copy.deepcopy(self).to(torch.float64).eval()
+        twin.requires_grad_(False)
+        return twin
+
+
+def build_flow(
+    theory: Any,
+    config: FlowConfig | Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> Flow:
+    """A flow for a real scalar theory with ``theory.field_shape = L`` (D = 1..4).
+
+    ``config``: a :class:`FlowConfig` or a plain dict of its keys (missing keys take the defaults).
+    Initial weights are drawn from ``generator`` (default: a CPU generator seeded 0), never from
+    torch's global RNG; the last conv of every conditioner is zero, so the new flow is the identity.
+    """
+    if not isinstance(config, FlowConfig):
+        config = FlowConfig.from_mapping(config)
+    shape = tuple(theory.field_shape)
+    if not 1 <= len(shape) <= 4:
+        raise ValueError(f"scalar flows support lattice dimension D = 1..4, not D = {len(shape)}")
+    layers = coupling_stack(shape, config.n_layers, config.coupling, config.hidden, config.kernel_size,
+                            config.activation, config.bins, config.bound)
+    flow = Flow(shape, layers, config)
+    reset_parameters(flow, generator if generator is not None else torch.Generator().manual_seed(0))
+    return flow.to(device=device, dtype=dtype)

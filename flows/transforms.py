@@ -1,0 +1,158 @@
+"""Elementwise invertible maps as pure functions (no ``torch.nn``).
+
+Every transform has the signature
+
+    forward(x, params) -> (y, logdet)        inverse(y, params) -> (x, logdet)
+
+where ``x``, ``y`` and ``logdet`` share one shape ``(...)`` and ``params`` has shape ``(..., P)``:
+one parameter vector per element, on the last axis. ``logdet`` is log|dy/dx| (forward) or
+log|dx/dy| (inverse) per element; a coupling layer sums it over its active sites.
+
+* affine: ``P = 2``, ``params = (s, t)``, y = x·e^s + t.
+* rational-quadratic spline (C. Durkan, A. Bekasov, I. Murray, G. Papamakarios, "Neural Spline
+  Flows", NeurIPS 2019): ``P = 3K − 1`` for K bins on [−bound, bound], identity tails outside.
+  All-zero parameters give the identity map for both transforms.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+MIN_BIN_WIDTH = 1e-3
+MIN_BIN_HEIGHT = 1e-3
+MIN_DERIVATIVE = 1e-3
+# softplus(u + DERIVATIVE_OFFSET) + MIN_DERIVATIVE = 1 at u = 0, so zero parameters give slope 1.
+DERIVATIVE_OFFSET = math.log(math.expm1(1.0 - MIN_DERIVATIVE))
+
+
+def affine_forward(x: torch.Tensor, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """y = x·e^s + t with ``params[..., 0] = s``, ``params[..., 1] = t``; logdet = s. Shapes ``(...)``."""
+    s, t = params[..., 0], params[..., 1]
+    return x * torch.exp(s) + t, s
+
+
+def affine_inverse(y: torch.Tensor, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x = (y − t)·e^{−s}, the inverse of :func:`affine_forward`; logdet = −s. Shapes ``(...)``."""
+    s, t = params[..., 0], params[..., 1]
+    return (y - t) * torch.exp(-s), -s
+
+
+def spline_n_params(bins: int) -> int:
+    """Number of parameters per element of a K-bin rational-quadratic spline: K widths, K heights,
+    K − 1 interior derivatives."""
+    return 3 * bins - 1
+
+
+def _knots(logits: torch.Tensor, bound: float, min_size: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bin sizes ``(..., K)`` and knot positions ``(..., K + 1)`` on [−bound, bound] from unnormalised
+    logits ``(..., K)`` via a softmax with a minimum bin size ``min_size`` (fraction of the interval)."""
+    bins = logits.shape[-1]
+    fractions = min_size + (1.0 - min_size * bins) * torch.softmax(logits, dim=-1)
+    knots = F.pad(torch.cumsum(fractions, dim=-1), (1, 0))
+    knots = 2.0 * bound * knots - bound
+    # make the end knots exact so that the bin search and the tails agree to the last bit
+    knots = torch.cat([torch.full_like(knots[..., :1], -bound), knots[..., 1:-1],
+                       torch.full_like(knots[..., :1], bound)], dim=-1)
+    return knots[..., 1:] - knots[..., :-1], knots
+
+
+def _spline_geometry(
+    params: torch.Tensor, bound: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Split ``params (..., 3K − 1)`` into widths, x-knots, heights, y-knots and knot derivatives.
+
+    Derivatives ``(..., K + 1)``: softplus of the K − 1 interior parameters, and 1 at ±bound so
+    that the spline joins the identity tails with a continuous slope.
+    """
+    bins = (params.shape[-1] + 1) // 3
+    if 3 * bins - 1 != params.shape[-1]:
+        raise ValueError(f"spline params have {params.shape[-1]} entries, expected 3K − 1 for some K")
+    widths, x_knots = _knots(params[..., :bins], bound, MIN_BIN_WIDTH)
+    heights, y_knots = _knots(params[..., bins:2 * bins], bound, MIN_BIN_HEIGHT)
+    interior = MIN_DERIVATIVE + F.softplus(params[..., 2 * bins:] + DERIVATIVE_OFFSET)
+    ones = torch.ones_like(interior[..., :1])
+    derivatives = torch.cat([ones, interior, ones], dim=-1)
+    return widths, x_knots, heights, y_knots, derivatives
+
+
+def _bin_index(knots: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Index k ∈ [0, K − 1] of the bin [knots[k], knots[k+1]) holding each value; ``(...)`` int64.
+
+    A value on an interior knot belongs to the bin to its right; the upper end to the last bin.
+    """
+    index = torch.searchsorted(knots.contiguous(), values.unsqueeze(-1).contiguous(), right=True)
+    return (index.squeeze(-1) - 1).clamp(0, knots.shape[-1] - 2)
+
+
+def _gather(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return torch.gather(t, -1, index.unsqueeze(-1)).squeeze(-1)
+
+
+def _bin_quantities(
+    params: torch.Tensor, bound: float, values: torch.Tensor, search_in_y: bool
+) -> tuple[torch.Tensor, ...]:
+    """Per-element bin data (x_k, w_k, y_k, h_k, δ_k, δ_{k+1}) for the bin containing ``values``."""
+    widths, x_knots, heights, y_knots, derivatives = _spline_geometry(params, bound)
+    index = _bin_index(y_knots if search_in_y else x_knots, values)
+    return (_gather(x_knots, index), _gather(widths, index), _gather(y_knots, index),
+            _gather(heights, index), _gather(derivatives, index), _gather(derivatives, index + 1))
+
+
+def spline_forward(
+    x: torch.Tensor, params: torch.Tensor, bound: float = 5.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rational-quadratic spline y = g(x) on [−bound, bound], identity outside (Durkan et al. 2019).
+
+    With ξ = (x − x_k)/w_k, s_k = h_k/w_k in bin k:
+        y = y_k + h_k (s_k ξ² + δ_k ξ(1−ξ)) / (s_k + (δ_{k+1} + δ_k − 2 s_k) ξ(1−ξ)),
+        dy/dx = s_k² (δ_{k+1} ξ² + 2 s_k ξ(1−ξ) + δ_k (1−ξ)²) / (s_k + (δ_{k+1} + δ_k − 2 s_k) ξ(1−ξ))².
+    ``x (...)``, ``params (..., 3K − 1)``; returns ``(y, log dy/dx)``, both ``(...)``.
+    """
+    inside = (x >= -bound) & (x <= bound)
+    xc = x.clamp(-bound, bound)  # keep the unused branch finite so gradients stay finite
+    x_k, w_k, y_k, h_k, d_k, d_k1 = _bin_quantities(params, bound, xc, search_in_y=False)
+    xi = ((xc - x_k) / w_k).clamp(0.0, 1.0)
+    s_k = h_k / w_k
+    xi_1mxi = xi * (1.0 - xi)
+    denominator = s_k + (d_k1 + d_k - 2.0 * s_k) * xi_1mxi
+    y = y_k + h_k * (s_k * xi * xi + d_k * xi_1mxi) / denominator
+    numerator = d_k1 * xi * xi + 2.0 * s_k * xi_1mxi + d_k * (1.0 - xi) ** 2
+    logdet = 2.0 * torch.log(s_k) + torch.log(numerator) - 2.0 * torch.log(denominator)
+    return torch.where(inside, y, x), torch.where(inside, logdet, torch.zeros_like(logdet))
+
+
+def spline_inverse(
+    y: torch.Tensor, params: torch.Tensor, bound: float = 5.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of :func:`spline_forward`: x = g⁻¹(y) and log dx/dy, both ``(...)``.
+
+    In bin k, ξ solves a ξ² + b ξ + c = 0 with Δ = y − y_k, r = δ_{k+1} + δ_k − 2 s_k,
+    a = h_k (s_k − δ_k) + Δ r, b = h_k δ_k − Δ r, c = −s_k Δ; the root in [0, 1] is taken in the
+    cancellation-free form ξ = 2c / (−b − √(b² − 4ac)).
+    """
+    inside = (y >= -bound) & (y <= bound)
+    yc = y.clamp(-bound, bound)
+    x_k, w_k, y_k, h_k, d_k, d_k1 = _bin_quantities(params, bound, yc, search_in_y=True)
+    s_k = h_k / w_k
+    delta = yc - y_k
+    r = d_k1 + d_k - 2.0 * s_k
+    a = h_k * (s_k - d_k) + delta * r
+    b = h_k * d_k - delta * r
+    c = -s_k * delta
+    discriminant = (b * b - 4.0 * a * c).clamp(min=0.0)
+    xi = (2.0 * c / (-b - torch.sqrt(discriminant))).clamp(0.0, 1.0)
+    x = x_k + xi * w_k
+    xi_1mxi = xi * (1.0 - xi)
+    denominator = s_k + r * xi_1mxi
+    numerator = d_k1 * xi * xi + 2.0 * s_k * xi_1mxi + d_k * (1.0 - xi) ** 2
+    logdet = -(2.0 * torch.log(s_k) + torch.log(numerator) - 2.0 * torch.log(denominator))
+    return torch.where(inside, x, y), torch.where(inside, logdet, torch.zeros_like(logdet))
+
+
+TRANSFORMS = {
+    "affine": (affine_forward, affine_inverse),
+    "spline": (spline_forward, spline_inverse),
+}

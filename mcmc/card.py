@@ -1,0 +1,200 @@
+"""Run cards: YAML parsed once into frozen, validated pydantic models (DESIGN.md, "Run card").
+
+Every section except ``theory`` has defaults. An unknown key, a wrong type or a bad value raises
+``CardError`` whose one-line message names the dotted key and what it accepts.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class CardError(ValueError):
+    """A run card that cannot be used; the message is one line, fit for the terminal."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    if len(shape) == 0:
+        raise ValueError("must list at least one extent")
+    bad = [s for s in shape if s <= 0]
+    if bad:
+        raise ValueError(f"extents must be positive, got {bad[0]}")
+    return shape
+
+
+class Phi4Card(_Section):
+    name: Literal["phi4"]
+    shape: tuple[int, ...]
+    m2: float
+    lam: float = Field(ge=0)
+    _shape = field_validator("shape")(classmethod(lambda cls, v: _check_shape(v)))
+
+
+class U1Card(_Section):
+    name: Literal["u1"]
+    shape: tuple[int, ...]
+    beta: float
+    _shape = field_validator("shape")(classmethod(lambda cls, v: _check_shape(v)))
+
+
+class SUNCard(_Section):
+    name: Literal["sun"]
+    shape: tuple[int, ...]
+    beta: float
+    N: int = Field(ge=2)
+    _shape = field_validator("shape")(classmethod(lambda cls, v: _check_shape(v)))
+
+
+TheoryCard = Annotated[Phi4Card | U1Card | SUNCard, Field(discriminator="name")]
+
+
+class SamplerCard(_Section):
+    kind: Literal["flow", "hmc", "local"] = "hmc"
+
+
+class HMCCard(_Section):
+    tau: float = Field(default=1.0, gt=0)
+    n_steps: int = Field(default=10, ge=1)
+    integrator: Literal["leapfrog", "omelyan"] = "omelyan"
+
+
+class FlowCard(_Section):
+    coupling: Literal["affine", "spline"] = "affine"
+    n_layers: int = Field(default=16, ge=1)
+    hidden: tuple[int, ...] = (8, 8)
+    kernel_size: int = Field(default=3, ge=1)
+
+
+class TrainCard(_Section):
+    steps: int = Field(default=2000, ge=0)
+    batch_size: int = Field(default=64, ge=2)
+    lr: float = Field(default=1.0e-3, gt=0)
+    max_seconds: float = Field(default=600.0, gt=0)
+
+
+class SampleCard(_Section):
+    n_configs: int = Field(default=10000, ge=1)
+    n_therm: int = Field(default=500, ge=0)
+    n_chains: int = Field(default=1, ge=1)
+    every: int = Field(default=1, ge=1)
+    checkpoint_every: int = Field(default=1000, ge=1)
+    progress: bool = True
+
+
+class Card(_Section):
+    theory: TheoryCard
+    sampler: SamplerCard = SamplerCard()
+    hmc: HMCCard = HMCCard()
+    flow: FlowCard = FlowCard()
+    train: TrainCard = TrainCard()
+    sample: SampleCard = SampleCard()
+    seed: int = Field(default=1234, ge=0)
+    out: str = "runs/out/latflow"
+    name: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["float64", "float32"] = "float64"
+
+    @property
+    def ensemble(self) -> str:
+        """Ensemble name: ``name`` if given, else the last component of ``out``."""
+        return self.name or Path(self.out).name
+
+    def to_yaml(self) -> str:
+        """The fully resolved card, as YAML."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def physics_hash(self) -> str:
+        """Hash of what defines the Markov chain: theory, sampler and its settings, seed, dtype."""
+        keys = ("theory", "sampler", "hmc", "flow", "seed", "dtype")
+        blob = json.dumps({k: self.model_dump(mode="json")[k] for k in keys}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _parse_value(text: str) -> Any:
+    """A ``--set`` value is parsed as YAML, so ``8``, ``-4.0``, ``[8, 8]`` and ``true`` keep their types."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``--set a.b=value`` overrides to a raw card dict; returns a new dict."""
+    result = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise CardError(f"--set {item!r}: expected key=value, e.g. sample.n_configs=20000")
+        key, value = item.split("=", 1)
+        node = result
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise CardError(f"--set {key}: {part!r} is not a section")
+        node[parts[-1]] = _parse_value(value)
+    return result
+
+
+def _describe(error: dict, model: type[BaseModel]) -> str:
+    """One-line description of one pydantic error, naming the dotted key and what it accepts."""
+    loc = [str(p) for p in error["loc"] if not (isinstance(p, str) and p in ("phi4", "u1", "sun"))]
+    key = ".".join(loc) or "card"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{key}' (accepted here: {', '.join(_accepted_keys(model, loc[:-1], error))})"
+    if error["type"] == "missing":
+        return f"missing key '{key}'"
+    return f"'{key}': {error['msg']} (got {error.get('input')!r})"
+
+
+def _accepted_keys(model: type[BaseModel], loc: list[str], error: dict) -> list[str]:
+    """Field names of the section at ``loc``; for the theory section, those of the named theory."""
+    section: Any = model
+    for part in loc:
+        field = section.model_fields.get(part) if hasattr(section, "model_fields") else None
+        if field is None:
+            return ["?"]
+        section = field.annotation
+        if part == "theory":
+            name = (error.get("input_parent") or {}).get("name") if isinstance(error, dict) else None
+            section = {"phi4": Phi4Card, "u1": U1Card, "sun": SUNCard}.get(name, Phi4Card)
+    return list(section.model_fields)
+
+
+def parse_card(raw: Any, overrides: list[str] | None = None) -> Card:
+    """Validate a raw card (dict from YAML) with ``--set`` overrides into a frozen ``Card``."""
+    if not isinstance(raw, dict):
+        raise CardError("a run card must be a YAML mapping with at least a 'theory' section")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return Card.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "extra_forbidden" and first["loc"][:1] == ("theory",):
+            first = {**first, "input_parent": raw.get("theory")}
+        more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
+        raise CardError(f"card: {_describe(first, Card)}{more}") from None
+
+
+def load_card(path: str | Path, overrides: list[str] | None = None) -> Card:
+    """Read and validate a YAML run card. The default ``out`` is ``runs/out/<card stem>``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CardError(f"card file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CardError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if isinstance(raw, dict) and "out" not in raw:
+        raw = {**raw, "out": f"runs/out/{path.stem}"}
+    return parse_card(raw, overrides)

@@ -1,0 +1,187 @@
+"""The ``latflow`` command line (DESIGN.md, "Command line").
+
+Errors the user can fix (a bad card, a missing file, an existing ensemble, a damaged file) are
+printed as one line on stderr with exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+log = logging.getLogger("latflow")
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """Any error that is the user's to fix; printed without a traceback."""
+
+
+def _card_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("card", help="run card (YAML)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a card key in dotted form, e.g. sample.n_configs=20000 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="latflow", description="Lattice field theory sampling with flows and HMC.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="fit a flow and save its checkpoint")
+    _card_args(train)
+    train.add_argument("--resume", action="store_true", help="continue training from the checkpoint")
+    for name, text in (("sample", "generate an ensemble"), ("run", "train if needed, sample, measure, report")):
+        p = sub.add_parser(name, help=text)
+        _card_args(p)
+        p.add_argument("--resume", action="store_true", help="continue an interrupted or shorter ensemble")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing ensemble")
+        if name == "run":
+            p.add_argument("--json", action="store_true", help="print the JSON summary as the last line")
+            p.add_argument("--no-plots", action="store_true", help="skip the plots")
+            p.add_argument("--S", type=float, default=1.5, help="Gamma-method window parameter (default 1.5)")
+    meas = sub.add_parser("measure", help="observables with Gamma-method errors from replica files")
+    meas.add_argument("files", nargs="+", help="replica files <ensemble>.r<rank>.h5 of one ensemble")
+    meas.add_argument("--json", action="store_true", help="print the JSON summary as the last line")
+    meas.add_argument("--S", type=float, default=1.5, help="Gamma-method window parameter (default 1.5)")
+    meas.add_argument("--plots", metavar="DIR", help="write the observable plots into DIR")
+    ver = sub.add_parser("verify", help="checksums, provenance and continuity of replica files")
+    ver.add_argument("files", nargs="+")
+    return ap
+
+
+def _setup_logging(quiet: bool, log_file: Path | None = None) -> None:
+    log.setLevel(logging.INFO)
+    log.handlers.clear()
+    if not quiet:
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("latflow: %(message)s"))
+        log.addHandler(console)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(log_file)
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(fh)
+
+
+def _load(args: argparse.Namespace):  # noqa: ANN202
+    from mcmc.card import load_card
+
+    card = load_card(args.card, args.overrides)
+    from mcmc.parallel import detect_world
+
+    world = detect_world()
+    _setup_logging(args.quiet or world.rank != 0, Path(card.out) / f"{card.ensemble}.r{world.rank}.log")
+    return card, world
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mcmc.flowjob import train_only
+
+    card, world = _load(args)
+    train_only(card, world, resume=args.resume, progress=not args.quiet and world.rank == 0)
+    return 0
+
+
+def _sample(args: argparse.Namespace):  # noqa: ANN202
+    from mcmc.job import sample_replica
+
+    card, world = _load(args)
+    t0 = time.perf_counter()
+    outcome = sample_replica(card, world, resume=args.resume, overwrite=args.overwrite,
+                             progress=not args.quiet and world.rank == 0)
+    if outcome.interrupted:
+        print(f"latflow: interrupted; checkpoint written, continue with --resume ({outcome.path})",
+              file=sys.stderr)
+        raise SystemExit(128 + 15)
+    return card, world, outcome, time.perf_counter() - t0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    card, world, outcome, _ = _sample(args)
+    print(f"wrote {outcome.path} (acceptance {outcome.acceptance:.4f}, sampling {outcome.sample_s:.1f} s)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mcmc.parallel import gather_timing, replica_files
+    from mcmc.report import json_line, render, summarize_files, write_plots
+
+    card, world, outcome, _ = _sample(args)
+    timing = gather_timing(world, {"train_s": outcome.train_s, "therm_s": outcome.therm_s,
+                                   "sample_s": outcome.sample_s})
+    if world.rank != 0:
+        return 0
+    summary = summarize_files(replica_files(card, world), S=args.S, timing=timing)
+    print(render(summary))
+    if not args.no_plots:
+        plots = write_plots(summary, Path(card.out) / "plots")
+        print(f"plots: {Path(card.out) / 'plots'} ({len(plots)} files)")
+    if args.json:
+        print(json_line(summary))
+    return 0
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    from mcmc.report import json_line, render, summarize_files, write_plots
+
+    summary = summarize_files(args.files, S=args.S)
+    print(render(summary))
+    if args.plots:
+        write_plots(summary, args.plots)
+    if args.json:
+        print(json_line(summary))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from mcmc.verify import verify_file
+
+    failed = 0
+    for path in args.files:
+        problems = verify_file(path)
+        failed += bool(problems)
+        print(f"{'OK  ' if not problems else 'FAIL'} {path}")
+        for problem in problems:
+            print(f"     {problem}")
+    return 1 if failed else 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "run": cmd_run, "measure": cmd_measure,
+            "verify": cmd_verify}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from mcmc.card import CardError
+    from mcmc.job import JobError
+    from mcmc.store import StoreError
+
+    errors: list[type[BaseException]] = [UserError, CardError, JobError, StoreError, FileNotFoundError]
+    try:
+        from flows.train import CheckpointMismatch
+
+        errors.append(CheckpointMismatch)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``latflow`` console script."""
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except _user_errors() as exc:
+        print(f"latflow {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"latflow {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

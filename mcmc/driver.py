@@ -1,0 +1,151 @@
+"""The ensemble driver: thermalise, then run B chains through any kernel, storing every k-th update.
+
+It works only through the kernel protocol (``init``/``step``). Stored updates are measured in-stream,
+buffered, and appended to the HDF5 file in blocks; after each block the chain checkpoint is written
+atomically, so a killed run loses at most one block and a resumed run continues bit-identically.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mcmc.kernel import ChainState, StepInfo
+from mcmc.store import Block, EnsembleWriter
+
+log = logging.getLogger("latflow")
+
+Measure = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """``n_therm`` updates unrecorded, then ``n_configs`` stored configurations, one every ``every`` updates."""
+
+    n_therm: int
+    n_configs: int
+    every: int = 1
+    block: int = 100
+
+    @property
+    def n_updates(self) -> int:
+        return self.n_therm + self.n_configs * self.every
+
+    def stores(self, update: int) -> bool:
+        """Whether update number ``update`` (1-based, thermalisation included) is stored."""
+        return update > self.n_therm and (update - self.n_therm) % self.every == 0
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a run stands: updates done (thermalisation included) and configurations stored."""
+
+    update: int = 0
+    n_stored: int = 0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Outcome of ``run_chain``. ``acceptance`` is over this call's post-thermalisation updates."""
+
+    state: ChainState
+    position: Position
+    acceptance: float
+    therm_s: float
+    sample_s: float
+    interrupted: bool
+
+
+def state_to_dict(state: ChainState) -> dict[str, Any]:
+    """A kernel state as a plain dict of tensors and numbers (for ``torch.save`` with weights_only)."""
+    return {f.name: getattr(state, f.name) for f in fields(state)}
+
+
+def state_from_dict(template: ChainState, values: Mapping[str, Any]) -> ChainState:
+    """Rebuild a state of the same type as ``template`` from ``state_to_dict`` output."""
+    return replace(template, **values)
+
+
+def _record(state: ChainState, info: StepInfo, measure: Measure, field_dtype: torch.dtype) -> dict:
+    """One stored update as numpy arrays of shape ``(B, ...)``."""
+
+    def cpu(t: torch.Tensor) -> np.ndarray:
+        return t.detach().cpu().numpy()
+
+    return {
+        "configs": cpu(state.x.to(field_dtype)), "accepted": cpu(info.accepted), "logp": cpu(state.logp),
+        "logq": cpu(info.logq), "dH": cpu(info.dH), "proposal_logw": cpu(info.proposal_logw),
+        "obs": {k: cpu(v.to(torch.float64)) for k, v in measure(state.x).items()},
+    }
+
+
+def _block(records: list[dict], trajs: list[int]) -> Block:
+    stack = {k: np.stack([r[k] for r in records]) for k in records[0] if k != "obs"}
+    obs = {k: np.stack([r["obs"][k] for r in records]) for k in records[0]["obs"]}
+    return Block(traj=np.asarray(trajs, dtype=np.int64), obs=obs, **stack)
+
+
+def run_chain(
+    kernel: Any, state: ChainState, generator: torch.Generator, *, schedule: Schedule, measure: Measure,
+    writer: EnsembleWriter, start: Position = Position(), field_dtype: torch.dtype = torch.float64,
+    on_block: Callable[[ChainState, Position], None] | None = None,
+    stop_requested: Callable[[], bool] = lambda: False, progress: bool = True,
+) -> RunResult:
+    """Advance the chains from ``start`` to the end of ``schedule``, writing stored updates in blocks.
+
+    After each block is appended, ``on_block(state, position)`` is called (to checkpoint). When
+    ``stop_requested()`` turns true the current block is flushed and the run returns early.
+    """
+    pos, records, trajs = start, [], []
+    n_acc, n_prop = 0.0, 0
+    t0 = time.perf_counter()
+    therm_s = 0.0 if pos.update >= schedule.n_therm else None
+    bar = tqdm(total=schedule.n_updates, initial=pos.update, disable=not progress, unit="upd",
+               desc="therm" if therm_s is None else "sample", dynamic_ncols=True, leave=False)
+
+    def flush() -> None:
+        nonlocal pos, records, trajs
+        if records:
+            writer.append(_block(records, trajs))
+            pos = replace(pos, n_stored=pos.n_stored + len(records))
+            records, trajs = [], []
+        if on_block is not None:
+            on_block(state, pos)
+
+    interrupted = False
+    try:
+        while pos.update < schedule.n_updates:
+            state, info = kernel.step(state, generator)
+            pos = replace(pos, update=pos.update + 1)
+            if pos.update > schedule.n_therm:
+                if therm_s is None:
+                    therm_s = time.perf_counter() - t0
+                    bar.set_description("sample")
+                n_acc += float(info.accepted.to(torch.float64).mean())
+                n_prop += 1
+                bar.set_postfix(acc=f"{n_acc / n_prop:.3f}", refresh=False)
+            if schedule.stores(pos.update):
+                records.append(_record(state, info, measure, field_dtype))
+                trajs.append(pos.update)
+                if len(records) >= schedule.block:
+                    flush()
+            bar.update(1)
+            if stop_requested():
+                interrupted = pos.update < schedule.n_updates
+                break
+        flush()
+    finally:
+        bar.close()
+    total = time.perf_counter() - t0
+    therm_s = total if therm_s is None else therm_s
+    acceptance = n_acc / n_prop if n_prop else float("nan")
+    log.info("sampled %d updates in %.2f s (therm %.2f s), acceptance %.3f",
+             pos.update - start.update, total, therm_s, acceptance)
+    return RunResult(state, pos, acceptance, therm_s, total - therm_s, interrupted)
