@@ -58,6 +58,14 @@ class FreeField:
         eigen = 2 * (lattice_momentum_squared(self.shape) + self.m2)
         return 0.5 * self.volume * np.log(2 * np.pi) - 0.5 * float(np.log(eigen).sum())
 
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n exact, independent configurations ``(n, *L)``: φ̃(p) = sqrt(V G(p)) × (unit complex Gaussian
+        with Hermitian symmetry), realised as the real part of the inverse FFT of white noise."""
+        noise = rng.standard_normal((n, *self.shape))
+        axes = tuple(range(1, len(self.shape) + 1))
+        white = np.fft.fftn(noise, axes=axes)  # ⟨|ξ̃(p)|²⟩ = V, Hermitian, real-field statistics
+        return np.fft.ifftn(white * np.sqrt(self.propagator()), axes=axes).real
+
     def covariance(self) -> np.ndarray:
         """⟨φ_x φ_y⟩ = (A⁻¹)_{xy} in real space, shape ``(V, V)`` (sites in C order); for tests."""
         g = np.fft.ifftn(self.propagator()).real  # G(x − y) = (1/V) Σ_p e^{ip(x−y)} G(p)

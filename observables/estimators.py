@@ -111,9 +111,10 @@ def reweighted_mean(values: ArrayLike, logw: ArrayLike, n_bins: int = 20) -> Rew
     """Self-normalised reweighted mean Σ w_i O_i / Σ w_i with a blocked-jackknife error.
 
     ``values``: O_i, shape ``(N,)``; ``logw``: log p̃ − log q, shape ``(N,)``, any normalisation.
-    The mean uses all N samples, the error the first n_bins·⌊N/n_bins⌋. The weights are rescaled by exp(−max logw) before exponentiating; the jackknife treats the ratio
-    of the two means ⟨wO⟩/⟨w⟩ as a derived quantity, so the correlation of numerator and denominator is
-    included. ``n_bins`` is capped at N.
+    The mean uses all N samples, the error the first n_bins·⌊N/n_bins⌋. The weights are rescaled by
+    exp(−max logw) before exponentiating; the jackknife treats the ratio of the two means ⟨wO⟩/⟨w⟩ as
+    a derived quantity, so the correlation of numerator and denominator is included. ``n_bins`` is
+    capped at N.
     """
     lw = _check_logw(logw)
     vals = np.asarray(values, dtype=np.float64).reshape(-1)

@@ -76,7 +76,7 @@ def format_table(results: Mapping[str, GammaResult], extra: Mapping[str, object]
 
     def line(cells: Sequence[str]) -> str:
         first = cells[0].ljust(widths[0])
-        return "  ".join([first, *(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))]).rstrip()
+        return "  ".join([first, *(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))]).rstrip()
 
     out = [line(header), "  ".join("-" * w for w in widths), *(line(row) for row in rows)]
     for label, value in (extra or {}).items():

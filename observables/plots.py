@@ -67,7 +67,9 @@ def draw_tau_int(ax: Axes, result: GammaResult) -> None:
     ax.legend(loc="lower right", fontsize="small")
 
 
-def draw_histogram(ax: Axes, replicas: Sequence[np.ndarray], name: str = "", bins: int | str = "auto") -> None:
+def draw_histogram(
+    ax: Axes, replicas: Sequence[np.ndarray], name: str = "", bins: int | str = "auto"
+) -> None:
     """Normalised histogram of all measurements of all replicas pooled together."""
     pooled = np.concatenate(list(replicas))
     if np.ptp(pooled) == 0:
@@ -100,7 +102,10 @@ def plot_tau_int(result: GammaResult, path: str | os.PathLike[str]) -> Path:
 
 
 def plot_histogram(
-    data: ArrayLike | Sequence[ArrayLike], path: str | os.PathLike[str], name: str = "", bins: int | str = "auto"
+    data: ArrayLike | Sequence[ArrayLike],
+    path: str | os.PathLike[str],
+    name: str = "",
+    bins: int | str = "auto",
 ) -> Path:
     """Histogram of all measurements of one observable to ``path``."""
     fig = Figure(figsize=(5, 3.5), layout="constrained")
@@ -172,8 +177,15 @@ def plot_accept_history(accepted: ArrayLike, path: str | os.PathLike[str], windo
     top.set_title(f"acceptance = {per_step.mean():.4f}")
     top.legend(loc="lower right", fontsize="small")
     raster = acc[:, :64].T
-    bottom.imshow(raster, aspect="auto", interpolation="nearest", cmap="gray", vmin=0, vmax=1,
-                  extent=(0.5, len(per_step) + 0.5, raster.shape[0] - 0.5, -0.5))
+    bottom.imshow(
+        raster,
+        aspect="auto",
+        interpolation="nearest",
+        cmap="gray",
+        vmin=0,
+        vmax=1,
+        extent=(0.5, len(per_step) + 0.5, raster.shape[0] - 0.5, -0.5),
+    )
     bottom.set_xlabel("update")
     bottom.set_ylabel("chain")
     return _save(fig, path)

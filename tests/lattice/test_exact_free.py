@@ -37,3 +37,11 @@ def test_free_field_matches_direct_gaussian(shape):
 def test_free_field_rejects_massless():
     with pytest.raises(ValueError, match="m2 > 0"):
         FreeField((4, 4), 0.0)
+
+
+def test_exact_samples_have_the_exact_covariance():
+    exact = FreeField((4, 3), 0.6)
+    x = exact.sample(200_000, np.random.default_rng(1)).reshape(200_000, -1)
+    cov = x.T @ x / len(x)
+    # each entry estimated from 2e5 samples: σ ≲ sqrt(2) max(var) / sqrt(2e5) ≈ 3e-3 max(var)
+    assert np.abs(cov - exact.covariance()).max() < 4 * np.sqrt(2 / 2e5) * exact.covariance().max()
