@@ -66,13 +66,22 @@ def _orders(beta: float, v: int) -> np.ndarray:
     return np.arange(-top, top + 1)
 
 
+def _theta_orders(beta: float, v: int) -> np.ndarray:
+    """Orders for ϑ ≠ 0: ĝ(n − ϑ/2π) decays only like 1/n (e^{iϑφ/2π} jumps at φ = ±π), so the sum
+    is truncated where N^{1−V} ≲ 1e−16, with at most 128 orders (accuracy ~ 128^{1−V} for V ≤ 8)."""
+    tail = min(math.ceil(10.0 ** (16.0 / max(v - 1, 1))), 128)
+    top = max(int(_orders(beta, v)[-1]), tail)
+    return np.arange(-top, top + 1)
+
+
 def _quadrature(n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
     """Gauss–Legendre nodes φ and weights on [0, π], normalised so Σ w h(φ) ≈ (1/π) ∫_0^π h."""
     x, w = np.polynomial.legendre.leggauss(n_nodes)
     return 0.5 * math.pi * (x + 1.0), 0.5 * w
 
 
-def phi_moments(beta: float, k: np.ndarray, n_nodes: int | None = None) -> dict[str, np.ndarray]:
+def phi_moments(beta: float, k: np.ndarray, n_nodes: int | None = None,
+                which: Sequence[str] = ("g0", "m1", "m2")) -> dict[str, np.ndarray]:
     """Scaled Fourier moments of e^{β cos φ} on (−π, π], each divided by I_0(β), for real ``k`` (any shape).
 
     ``g0`` = ∫ dφ/2π e^{β cos φ} cos(kφ) / I_0 (= I_k/I_0 at integer k),
@@ -84,8 +93,13 @@ def phi_moments(beta: float, k: np.ndarray, n_nodes: int | None = None) -> dict[
     phi, w = _quadrature(n_nodes)
     weight = w * np.exp(beta * (np.cos(phi) - 1.0)) / ive(0, beta)
     kphi = k[..., None] * phi
-    cos_k, sin_k = np.cos(kphi), np.sin(kphi)
-    return {"g0": cos_k @ weight, "m1": sin_k @ (weight * phi), "m2": cos_k @ (weight * phi * phi)}
+    out = {}
+    if "g0" in which or "m2" in which:
+        cos_k = np.cos(kphi)
+        out.update(g0=cos_k @ weight, m2=cos_k @ (weight * phi * phi))
+    if "m1" in which:
+        out["m1"] = np.sin(kphi) @ (weight * phi)
+    return {name: out[name] for name in which}
 
 
 def log_z(beta: float, shape: int | Sequence[int], theta: float = 0.0) -> float:
@@ -95,7 +109,7 @@ def log_z(beta: float, shape: int | Sequence[int], theta: float = 0.0) -> float:
     log_i0 = math.log(ive(0, beta)) + beta
     if theta == 0.0:
         return float(v * log_i0 + logsumexp(v * log_bessel_ratio(n, beta)))
-    ratio = phi_moments(beta, n - theta / TWO_PI)["g0"]
+    ratio = phi_moments(beta, _theta_orders(beta, v) - theta / TWO_PI, which=("g0",))["g0"]
     total = float(np.sum(ratio**v))
     if total <= 0.0:
         raise ValueError(f"Z(theta={theta}) = {total} is not positive; log Z is undefined there")
@@ -148,10 +162,10 @@ def charge_distribution(beta: float, shape: int | Sequence[int], n_theta: int = 
     aliasing P(Q ± n_theta), negligible when n_theta is well beyond the width of the distribution.
     """
     v = n_plaquettes(shape)
-    n = _orders(beta, v)
-    _, log_norm = _log_weights(beta, v, n)
+    _, log_norm = _log_weights(beta, v, _orders(beta, v))
+    n = _theta_orders(beta, v)
     thetas = TWO_PI * np.arange(n_theta) / n_theta
-    ratio = phi_moments(beta, n[None, :] - thetas[:, None] / TWO_PI)["g0"]  # (n_theta, 2N+1)
+    ratio = phi_moments(beta, n[None, :] - thetas[:, None] / TWO_PI, which=("g0",))["g0"]  # (n_theta, 2N+1)
     with np.errstate(divide="ignore"):
         log_abs = np.log(np.abs(ratio))
     z_ratio = np.sum(np.sign(ratio) ** v * np.exp(v * log_abs - log_norm), axis=1)
@@ -168,4 +182,4 @@ def plaquette_infinite(beta: float) -> float:
 
 def chi_t_infinite(beta: float) -> float:
     """V → ∞ limit of ⟨Q²⟩/V: ⟨(φ/2π)²⟩ with density e^{β cos φ}/I_0(β) on (−π, π]."""
-    return float(phi_moments(beta, np.zeros(1))["m2"][0] / TWO_PI**2)
+    return float(phi_moments(beta, np.zeros(1), which=("m2",))["m2"][0] / TWO_PI**2)

@@ -206,7 +206,8 @@ def open_for_reading(path: str | Path) -> h5py.File:
     version = f.attrs.get("format_version")
     if version != FORMAT_VERSION:
         f.close()
-        raise StoreError(f"{path}: format_version {version!r} is not the supported {FORMAT_VERSION}")
+        shown = "missing" if version is None else str(version)
+        raise StoreError(f"{path}: format_version {shown} is not the supported {FORMAT_VERSION}")
     return f
 
 

@@ -13,6 +13,7 @@ from observables.gamma import (
     autocovariance,
     gamma_analysis,
     gamma_derived,
+    rho_errors,
     tau_int_curve,
 )
 
@@ -70,6 +71,16 @@ def test_autocovariance_matches_direct_sum():
 def test_tau_int_curve():
     rho = np.array([1.0, 0.5, 0.25, -0.1])
     np.testing.assert_allclose(tau_int_curve(rho), [0.5, 1.0, 1.25, 1.15])
+
+
+def test_rho_errors_white_noise():
+    """With ρ(t) = δ_{t0} the Madras–Sokal sum has the single term k = t: σ(ρ(t)) = 1/sqrt(N) for t ≥ 1."""
+    rho = np.zeros(50)
+    rho[0] = 1.0
+    np.testing.assert_allclose(rho_errors(rho, 5, 400, 30), [0.0] + [0.05] * 30)
+    res = gamma_analysis(np.random.default_rng(4).standard_normal(10000))
+    np.testing.assert_allclose(res.rho_err[1:], 0.01, rtol=0.1)
+    assert np.all(np.abs(res.rho[1:]) < 4 * res.rho_err[1:])
 
 
 def test_input_layouts_agree():

@@ -1,0 +1,186 @@
+"""The command line as a user meets it: the JSON contract, one-line errors, verify, resume."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from mcmc.cli import main
+
+CARD = {
+    "theory": {"name": "phi4", "shape": [4, 4], "m2": -1.0, "lam": 1.0},
+    "sampler": {"kind": "hmc"},
+    "sample": {"n_configs": 60, "n_therm": 10, "n_chains": 2, "checkpoint_every": 25, "progress": False},
+    "seed": 3,
+}
+
+
+def write_card(tmp_path, **changes):
+    card = {**CARD, "out": str(tmp_path / "out"), **changes}
+    path = tmp_path / "card.yaml"
+    path.write_text(yaml.safe_dump(card))
+    return path
+
+
+def run_cli(*args):
+    return main([*map(str, args)])
+
+
+def test_run_json_summary_and_layout(tmp_path, capsys):
+    assert run_cli("run", write_card(tmp_path), "--json", "--quiet", "--no-plots") == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["sampler"] == "hmc" and summary["ess"] is None
+    assert summary["n_configs"] == 120 and summary["n_replicas"] == 1
+    assert summary["theory"] == CARD["theory"]
+    assert set(summary["observables"]) == {"mag2", "absmag", "phi2", "action"}
+    for value in summary["observables"].values():
+        assert set(value) == {"mean", "err", "tau_int", "tau_int_err"}
+    with h5py.File(tmp_path / "out" / "out.r0.h5") as f:
+        assert f["configs"].shape == (60, 2, 4, 4)
+        assert f.attrs["ensemble_id"] == "out|r0" and f.attrs["status"] == "complete"
+        assert list(f["traj"][:3]) == [11, 12, 13]
+        assert np.all(np.isnan(f["logq"][()])) and np.all(np.isfinite(f["dH"][()]))
+    assert run_cli("verify", tmp_path / "out" / "out.r0.h5") == 0
+
+
+def test_set_override_and_measure(tmp_path, capsys):
+    card = write_card(tmp_path)
+    assert run_cli("run", card, "--set", "sample.n_configs=30", "--set", "seed=9", "--quiet", "--no-plots") == 0
+    capsys.readouterr()
+    assert run_cli("measure", tmp_path / "out" / "out.r0.h5", "--json") == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n_configs"] == 60
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"theory": {**CARD["theory"], "no_such_key": 1}}, "theory.no_such_key"),
+        ({"theory": {**CARD["theory"], "shape": [4, -4]}}, "extents must be positive"),
+        ({"sample": {"n_configs": "many"}}, "sample.n_configs"),
+        ({"hmc": {"integrator": "rk4"}}, "hmc.integrator"),
+    ],
+)
+def test_bad_cards_give_one_line_errors(tmp_path, capsys, change, message):
+    assert run_cli("run", write_card(tmp_path, **change), "--quiet") == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out" / "out.r0.h5").exists()
+
+
+def test_missing_card_and_ensemble_files(tmp_path, capsys):
+    assert run_cli("run", tmp_path / "nope.yaml") == 2
+    assert "card file not found" in capsys.readouterr().err
+    assert run_cli("measure", tmp_path / "nope.h5") == 2
+    assert "no such ensemble file" in capsys.readouterr().err
+
+
+def test_existing_ensemble_needs_resume_or_overwrite(tmp_path, capsys):
+    card = write_card(tmp_path)
+    assert run_cli("sample", card, "--quiet") == 0
+    assert run_cli("sample", card, "--quiet") == 2
+    assert "--resume" in capsys.readouterr().err
+    assert run_cli("sample", card, "--quiet", "--overwrite") == 0
+
+
+def test_verify_names_tampered_configuration(tmp_path, capsys):
+    assert run_cli("sample", write_card(tmp_path), "--quiet") == 0
+    path = tmp_path / "out" / "out.r0.h5"
+    with h5py.File(path, "r+") as f:
+        f["configs"][17, 1, 2, 3] += 1e-9
+    capsys.readouterr()
+    assert run_cli("verify", path) == 1
+    assert "configuration 17 (chain 1): crc32 mismatch" in capsys.readouterr().out
+
+
+def test_verify_rejects_wrong_format_and_garbage(tmp_path, capsys):
+    assert run_cli("sample", write_card(tmp_path), "--quiet") == 0
+    path = tmp_path / "out" / "out.r0.h5"
+    with h5py.File(path, "r+") as f:
+        f.attrs["format_version"] = 99
+    garbage = tmp_path / "garbage.h5"
+    garbage.write_bytes(b"not hdf5 at all")
+    capsys.readouterr()
+    assert run_cli("verify", path, garbage) == 1
+    out = capsys.readouterr().out
+    assert "format_version 99" in out and "not a readable HDF5 file" in out
+
+
+def test_failed_run_leaves_no_complete_looking_file(tmp_path, monkeypatch, capsys):
+    import mcmc.hmc
+
+    calls = {"n": 0}
+    original = mcmc.hmc.HMC.step
+
+    def failing_step(self, state, generator):
+        calls["n"] += 1
+        if calls["n"] == 40:
+            raise RuntimeError("simulated crash")
+        return original(self, state, generator)
+
+    monkeypatch.setattr(mcmc.hmc.HMC, "step", failing_step)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_cli("sample", write_card(tmp_path), "--quiet")
+    path = tmp_path / "out" / "out.r0.h5"
+    with h5py.File(path) as f:
+        assert f.attrs["status"] == "running"
+    capsys.readouterr()
+    assert run_cli("verify", path) == 1
+    assert "did not finish" in capsys.readouterr().out
+
+
+class StopAfter:
+    """Stand-in for ``mcmc.job.stop_signals``: the stop flag turns true at the n-th poll."""
+
+    def __init__(self, n):
+        self.n, self.polls = n, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def __bool__(self):
+        self.polls += 1
+        return self.polls >= self.n
+
+
+def test_resume_after_stop_is_bit_identical(tmp_path, monkeypatch):
+    """A run stopped mid-way and resumed gives exactly the configurations of an uninterrupted run."""
+    import mcmc.job
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert run_cli("sample", write_card(tmp_path / "a"), "--quiet") == 0
+    part = write_card(tmp_path / "b")
+    monkeypatch.setattr(mcmc.job, "stop_signals", lambda: StopAfter(37))
+    with pytest.raises(SystemExit):
+        run_cli("sample", part, "--quiet")
+    monkeypatch.undo()
+    with h5py.File(tmp_path / "b" / "out" / "out.r0.h5") as f:
+        assert f.attrs["status"] == "running" and 0 < f["traj"].shape[0] < 60
+    assert run_cli("sample", part, "--quiet", "--resume") == 0
+    with h5py.File(tmp_path / "a" / "out" / "out.r0.h5") as a, h5py.File(tmp_path / "b" / "out" / "out.r0.h5") as b:
+        for name in ("configs", "traj", "logp", "accepted", "obs/mag2"):
+            assert np.array_equal(a[name][()], b[name][()]), name
+        assert b.attrs["status"] == "complete"
+
+
+def test_resume_with_changed_physics_is_refused(tmp_path, capsys):
+    card = write_card(tmp_path)
+    assert run_cli("sample", card, "--quiet") == 0
+    changed = write_card(tmp_path, theory={**CARD["theory"], "m2": -2.0})
+    assert run_cli("sample", changed, "--quiet", "--resume") == 2
+    assert "resume refused" in capsys.readouterr().err
+
+
+def test_errors_have_no_traceback_in_a_real_process(tmp_path):
+    card = write_card(tmp_path, theory={**CARD["theory"], "no_such_key": 1})
+    exe = Path(sys.executable).with_name("latflow")
+    r = subprocess.run([str(exe), "run", str(card)], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "no_such_key" in r.stderr
