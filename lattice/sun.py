@@ -43,7 +43,7 @@ def complex_dtype(dtype: torch.dtype | None) -> torch.dtype:
 
 def real_dtype(dtype: torch.dtype) -> torch.dtype:
     """The real dtype of a complex one (complex128 → float64, complex64 → float32)."""
-    return torch.finfo(dtype).dtype if dtype.is_complex else dtype
+    return {torch.complex128: torch.float64, torch.complex64: torch.float32}.get(dtype, dtype)
 
 
 def dagger(u: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from flows.model import FlowConfig
+from flows.train import TrainConfig
+
 
 class CardError(ValueError):
     """A run card that cannot be used; the message is one line, fit for the terminal."""
@@ -69,18 +72,35 @@ class HMCCard(_Section):
     integrator: Literal["leapfrog", "omelyan"] = "omelyan"
 
 
+_FLOW, _TRAIN = FlowConfig(), TrainConfig()
+
+
 class FlowCard(_Section):
-    coupling: Literal["affine", "spline"] = "affine"
-    n_layers: int = Field(default=16, ge=1)
-    hidden: tuple[int, ...] = (8, 8)
-    kernel_size: int = Field(default=3, ge=1)
+    """Flow architecture; the defaults are those of ``flows.model.FlowConfig`` (tuned for φ⁴ at L = 8)."""
+
+    coupling: Literal["affine", "spline"] = _FLOW.coupling
+    n_layers: int = Field(default=_FLOW.n_layers, ge=1)
+    hidden: tuple[int, ...] = _FLOW.hidden
+    kernel_size: int = Field(default=_FLOW.kernel_size, ge=1)
+    activation: str = _FLOW.activation
+    bins: int = Field(default=_FLOW.bins, ge=1)
+    bound: float = Field(default=_FLOW.bound, gt=0)
 
 
 class TrainCard(_Section):
-    steps: int = Field(default=2000, ge=0)
-    batch_size: int = Field(default=64, ge=2)
-    lr: float = Field(default=1.0e-3, gt=0)
-    max_seconds: float = Field(default=600.0, gt=0)
+    """Reverse-KL training; the defaults are those of ``flows.train.TrainConfig``."""
+
+    steps: int = Field(default=_TRAIN.steps, ge=0)
+    batch_size: int = Field(default=_TRAIN.batch_size, ge=2)
+    batch_size_max: int | None = _TRAIN.batch_size_max
+    lr: float = Field(default=_TRAIN.lr, gt=0)
+    lr_final_factor: float = Field(default=_TRAIN.lr_final_factor, ge=0)
+    warmup_steps: int = Field(default=_TRAIN.warmup_steps, ge=0)
+    schedule: Literal["cosine", "constant"] = _TRAIN.schedule
+    grad_clip: float | None = _TRAIN.grad_clip
+    max_seconds: float | None = Field(default=600.0 if _TRAIN.max_seconds is None else _TRAIN.max_seconds, gt=0)
+    checkpoint_every: int = Field(default=max(_TRAIN.checkpoint_every, 100), ge=0)
+    log_every: int = Field(default=_TRAIN.log_every, ge=1)
 
 
 class SampleCard(_Section):

@@ -1,7 +1,8 @@
 """Diagnostic plots written as PNG files: Monte Carlo histories, ρ(t), τ_int(W), histograms, training.
 
-Figures are built with ``matplotlib.figure.Figure`` and rendered by the Agg canvas directly, without
-``pyplot``: no global figure state is created, nothing needs closing, and no display is required.
+Figures are built with ``matplotlib.figure.Figure`` (``layout="tight"``, cheaper than constrained layout)
+and rendered by the Agg canvas directly, without ``pyplot``: no global figure state is created, nothing
+needs closing, and no display is required.
 Every ``plot_*`` function writes one file, creating its directory, and returns its ``Path``.
 """
 
@@ -15,6 +16,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from numpy.typing import ArrayLike
 
 from observables.gamma import GammaResult, as_replicas
@@ -82,21 +84,21 @@ def draw_histogram(
 
 def plot_history(data: ArrayLike | Sequence[ArrayLike], path: str | os.PathLike[str], name: str = "") -> Path:
     """Monte Carlo history of one observable (any ``gamma_analysis`` data layout) to ``path``."""
-    fig = Figure(figsize=(7, 3.5), layout="constrained")
+    fig = Figure(figsize=(7, 3.5), layout="tight")
     draw_history(fig.add_subplot(), as_replicas(data), name)
     return _save(fig, path)
 
 
 def plot_rho(result: GammaResult, path: str | os.PathLike[str]) -> Path:
     """ρ(t) with error band and window to ``path``."""
-    fig = Figure(figsize=(5, 3.5), layout="constrained")
+    fig = Figure(figsize=(5, 3.5), layout="tight")
     draw_rho(fig.add_subplot(), result)
     return _save(fig, path)
 
 
 def plot_tau_int(result: GammaResult, path: str | os.PathLike[str]) -> Path:
     """τ_int(W) against W with the chosen W marked, to ``path``."""
-    fig = Figure(figsize=(5, 3.5), layout="constrained")
+    fig = Figure(figsize=(5, 3.5), layout="tight")
     draw_tau_int(fig.add_subplot(), result)
     return _save(fig, path)
 
@@ -108,7 +110,7 @@ def plot_histogram(
     bins: int | str = "auto",
 ) -> Path:
     """Histogram of all measurements of one observable to ``path``."""
-    fig = Figure(figsize=(5, 3.5), layout="constrained")
+    fig = Figure(figsize=(5, 3.5), layout="tight")
     draw_histogram(fig.add_subplot(), as_replicas(data), name, bins)
     return _save(fig, path)
 
@@ -118,7 +120,7 @@ def plot_observable_report(
 ) -> Path:
     """Four panels (history, ρ(t), τ_int(W), histogram) of one observable in ``<out_dir>/<name>.png``."""
     reps = as_replicas(data)
-    fig = Figure(figsize=(11, 7), layout="constrained")
+    fig = Figure(figsize=(11, 7), layout="tight")
     axes = fig.subplots(2, 2)
     draw_history(axes[0, 0], reps, name)
     draw_rho(axes[0, 1], result)
@@ -137,7 +139,7 @@ def plot_training(metrics: Mapping[str, ArrayLike], path: str | os.PathLike[str]
     ``metrics``: arrays of equal length ``(T,)`` under ``"step"``, ``"seconds"``, ``"loss"``, ``"ess"``,
     ``"acceptance"``; a missing or all-NaN quantity leaves its panels marked "n/a".
     """
-    fig = Figure(figsize=(13, 6.5), layout="constrained")
+    fig = Figure(figsize=(13, 6.5), layout="tight")
     axes = fig.subplots(2, 3)
     for row, xkey, xlabel in ((0, "step", "step"), (1, "seconds", "wall time [s]")):
         x = np.asarray(metrics.get(xkey, []), dtype=np.float64)
@@ -166,7 +168,7 @@ def plot_accept_history(accepted: ArrayLike, path: str | os.PathLike[str], windo
     acc = acc[:, None] if acc.ndim == 1 else acc.reshape(acc.shape[0], -1)
     per_step = acc.mean(axis=1)
     steps = np.arange(1, len(per_step) + 1)
-    fig = Figure(figsize=(9, 5.5), layout="constrained")
+    fig = Figure(figsize=(9, 5.5), layout="tight")
     top, bottom = fig.subplots(2, 1)
     top.plot(steps, np.cumsum(per_step) / steps, lw=1.0, label="running")
     k = max(1, min(window, len(per_step)))
@@ -186,6 +188,7 @@ def plot_accept_history(accepted: ArrayLike, path: str | os.PathLike[str], windo
         vmax=1,
         extent=(0.5, len(per_step) + 0.5, raster.shape[0] - 0.5, -0.5),
     )
+    bottom.yaxis.set_major_locator(MaxNLocator(integer=True))
     bottom.set_xlabel("update")
     bottom.set_ylabel("chain")
     return _save(fig, path)

@@ -129,6 +129,17 @@ def test_S_zero_gives_naive_error():
     assert gamma_analysis(x, S=2.0).window > gamma_analysis(x, S=1.0).window
 
 
+def test_anticorrelated_series_floored_at_half():
+    """Differenced white noise has ρ(1) = −1/2 (τ_int(1) ≈ 0): τ_int is floored at 1/2, as in pyerrors."""
+    x = np.random.default_rng(6).standard_normal(20001)
+    y = np.diff(x)
+    res = gamma_analysis(y)
+    assert res.tau_int_of_w[1] < 0.1 and res.window == 1
+    assert res.tau_int == pytest.approx(0.5 * (1 + 3 / len(y)) / (1 + 1 / len(y)), rel=1e-12)
+    assert res.err == pytest.approx(np.std(y) / math.sqrt(len(y)), rel=1e-3)
+    assert_matches_pyerrors(res, pe_numbers(pe_obs([y])), rel=1e-9)
+
+
 def test_result_is_frozen():
     res = gamma_analysis(np.random.default_rng(3).standard_normal(100))
     with pytest.raises(dataclasses.FrozenInstanceError):
