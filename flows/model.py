@@ -141,8 +141,9 @@ def build_flow(
     shape = tuple(theory.field_shape)
     if not 1 <= len(shape) <= 4:
         raise ValueError(f"scalar flows support lattice dimension D = 1..4, not D = {len(shape)}")
-    layers = coupling_stack(shape, config.n_layers, config.coupling, config.hidden, config.kernel_size,
-                            config.activation, config.bins, config.bound)
+    with torch.random.fork_rng(devices=[]):  # torch.nn's default init must not advance the global RNG
+        layers = coupling_stack(shape, config.n_layers, config.coupling, config.hidden, config.kernel_size,
+                                config.activation, config.bins, config.bound)
     flow = Flow(shape, layers, config)
     reset_parameters(flow, generator if generator is not None else torch.Generator().manual_seed(0))
     return flow.to(device=device, dtype=dtype)

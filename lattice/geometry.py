@@ -48,7 +48,9 @@ def parity(shape: Sequence[int], device: torch.device | str | None = None) -> to
     return coordinates(shape, device).sum(-1) % 2
 
 
-def checkerboard(shape: Sequence[int], which: int = 0, device: torch.device | str | None = None) -> torch.Tensor:
+def checkerboard(
+    shape: Sequence[int], which: int = 0, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Boolean mask of the sites of parity ``which`` (0 = even, 1 = odd), shape ``(*L,)``.
 
     For an odd extent the two colours are not a proper 2-colouring across the boundary;

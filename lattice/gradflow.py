@@ -30,7 +30,7 @@ import torch
 
 from lattice.geometry import shift
 from lattice.sun import dagger, expm_su, project_algebra, trace
-from lattice.wilson import plaquette_retrace, planes, staples
+from lattice.wilson import planes, plaquette_retrace, staples
 
 
 def flow_generator(v: torch.Tensor) -> torch.Tensor:

@@ -45,8 +45,13 @@ class Phi4:
         """JSON-ready description, as written to the HDF5 ``theory`` attribute and the summary."""
         return {"name": self.name, "shape": list(self.shape), "m2": self.m2, "lam": self.lam}
 
-    def random_field(self, n: int, generator: torch.Generator, dtype: torch.dtype = torch.float64,
-                     device: torch.device | str | None = None) -> torch.Tensor:
+    def random_field(
+        self,
+        n: int,
+        generator: torch.Generator,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
         """A starting field ``(n, *L)``: iid N(0, σ²) with σ² = 1/(2(2D + |m²|)), the width set by the
         site-local quadratic terms; a unit-width start puts φ on the steep λφ⁴ wall, where HMC jams."""
         sigma = (2 * (2 * self.dim + abs(self.m2))) ** -0.5

@@ -159,6 +159,15 @@ def project_su(w: torch.Tensor) -> torch.Tensor:
     return det_to_special(u @ vh)
 
 
+def reunitarize(u: torch.Tensor) -> torch.Tensor:
+    """Pull nearly-SU(N) matrices ``(..., N, N)`` back onto SU(N) cheaply: one Newton–Schulz step towards
+    the unitary polar factor, U ← U (3 − U†U) / 2 (squares the deviation from unitarity), then divide
+    by det^{1/N}. For drifts from rounding (single precision); ``project_su`` is the exact projection."""
+    eye = torch.eye(u.shape[-1], dtype=u.dtype, device=u.device)
+    u = 0.5 * u @ (3.0 * eye - dagger(u) @ u)
+    return det_to_special(u)
+
+
 def unitarity_violation(u: torch.Tensor) -> tuple[float, float]:
     """max |U†U − 1| and max |det U − 1| over the batch (diagnostics and tests)."""
     n = u.shape[-1]

@@ -9,7 +9,7 @@ from lattice.scalar import Phi4
 
 
 def theory_from_params(params: Mapping[str, Any]) -> Any:
-    """Inverse of ``theory.params()``: ``{"name": "phi4", "shape": [8, 8], "m2": .., "lam": ..}`` → ``Phi4``."""
+    """Inverse of ``theory.params()``: ``{"name": "phi4", "shape": [8, 8], "m2": .., "lam": ..}`` → Phi4."""
     values = dict(params)
     name = values.pop("name", None)
     builders = _builders()

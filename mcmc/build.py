@@ -45,8 +45,9 @@ def build_theory(card: Card) -> object:
     return theory_from_params(card.theory.model_dump())
 
 
-def initial_field(theory: object, n_chains: int, generator: torch.Generator, dtype: torch.dtype,
-                  device: torch.device) -> torch.Tensor:
+def initial_field(
+    theory: object, n_chains: int, generator: torch.Generator, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
     """A random start ``(B, *field_shape)``: the theory's own ``random_field`` or N(0, 1) per component."""
     if hasattr(theory, "random_field"):
         return theory.random_field(n_chains, generator, dtype=dtype, device=device)

@@ -72,6 +72,19 @@ class HMCCard(_Section):
     integrator: Literal["leapfrog", "omelyan"] = "omelyan"
 
 
+class LocalCard(_Section):
+    """Local-update baselines (``sampler.kind: local``, ``mcmc.local``).
+
+    φ⁴: ``n_hits`` Metropolis hits per site and sweep, proposals φ → φ + δ(2u − 1) with δ = ``step_size``
+    (``None``: δ = 2.5 / sqrt(2(2D + |m²|)), 2.5 widths of the site-local Gaussian). Gauge theories: one
+    heatbath sweep then ``n_overrelax`` overrelaxation sweeps per update.
+    """
+
+    n_hits: int = Field(default=3, ge=1)
+    step_size: float | None = Field(default=None, gt=0)
+    n_overrelax: int = Field(default=2, ge=0)
+
+
 _FLOW, _TRAIN = FlowConfig(), TrainConfig()
 
 
@@ -98,7 +111,9 @@ class TrainCard(_Section):
     warmup_steps: int = Field(default=_TRAIN.warmup_steps, ge=0)
     schedule: Literal["cosine", "constant"] = _TRAIN.schedule
     grad_clip: float | None = _TRAIN.grad_clip
-    max_seconds: float | None = Field(default=600.0 if _TRAIN.max_seconds is None else _TRAIN.max_seconds, gt=0)
+    max_seconds: float | None = Field(
+        default=600.0 if _TRAIN.max_seconds is None else _TRAIN.max_seconds, gt=0
+    )
     checkpoint_every: int = Field(default=max(_TRAIN.checkpoint_every, 100), ge=0)
     log_every: int = Field(default=_TRAIN.log_every, ge=1)
 
@@ -109,6 +124,7 @@ class SampleCard(_Section):
     n_chains: int = Field(default=1, ge=1)
     every: int = Field(default=1, ge=1)
     checkpoint_every: int = Field(default=1000, ge=1)
+    proposal_batch: int = Field(default=1024, ge=1)
     progress: bool = True
 
 
@@ -116,6 +132,7 @@ class Card(_Section):
     theory: TheoryCard
     sampler: SamplerCard = SamplerCard()
     hmc: HMCCard = HMCCard()
+    local: LocalCard = LocalCard()
     flow: FlowCard = FlowCard()
     train: TrainCard = TrainCard()
     sample: SampleCard = SampleCard()

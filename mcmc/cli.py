@@ -24,18 +24,29 @@ class UserError(Exception):
 
 def _card_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("card", help="run card (YAML)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a card key in dotted form, e.g. sample.n_configs=20000 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a card key in dotted form, e.g. sample.n_configs=20000 (repeatable)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="latflow", description="Lattice field theory sampling with flows and HMC.")
+    ap = argparse.ArgumentParser(
+        prog="latflow", description="Lattice field theory sampling with flows and HMC."
+    )
     sub = ap.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="fit a flow and save its checkpoint")
     _card_args(train)
     train.add_argument("--resume", action="store_true", help="continue training from the checkpoint")
-    for name, text in (("sample", "generate an ensemble"), ("run", "train if needed, sample, measure, report")):
+    for name, text in (
+        ("sample", "generate an ensemble"),
+        ("run", "train if needed, sample, measure, report"),
+    ):
         p = sub.add_parser(name, help=text)
         _card_args(p)
         p.add_argument("--resume", action="store_true", help="continue an interrupted or shorter ensemble")
@@ -92,11 +103,14 @@ def _sample(args: argparse.Namespace):  # noqa: ANN202
 
     card, world = _load(args)
     t0 = time.perf_counter()
-    outcome = sample_replica(card, world, resume=args.resume, overwrite=args.overwrite,
-                             progress=not args.quiet and world.rank == 0)
+    outcome = sample_replica(
+        card, world, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet and world.rank == 0
+    )
     if outcome.interrupted:
-        print(f"latflow: interrupted; checkpoint written, continue with --resume ({outcome.path})",
-              file=sys.stderr)
+        print(
+            f"latflow: interrupted; checkpoint written, continue with --resume ({outcome.path})",
+            file=sys.stderr,
+        )
         raise SystemExit(128 + 15)
     return card, world, outcome, time.perf_counter() - t0
 
@@ -112,8 +126,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mcmc.report import json_line, render, summarize_files, write_plots
 
     card, world, outcome, _ = _sample(args)
-    timing = gather_timing(world, {"train_s": outcome.train_s, "therm_s": outcome.therm_s,
-                                   "sample_s": outcome.sample_s})
+    timing = gather_timing(
+        world, {"train_s": outcome.train_s, "therm_s": outcome.therm_s, "sample_s": outcome.sample_s}
+    )
     if world.rank != 0:
         return 0
     summary = summarize_files(replica_files(card, world), S=args.S, timing=timing)
@@ -151,8 +166,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "run": cmd_run, "measure": cmd_measure,
-            "verify": cmd_verify}
+COMMANDS = {
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "run": cmd_run,
+    "measure": cmd_measure,
+    "verify": cmd_verify,
+}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -27,7 +27,7 @@ Measure = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
 
 @dataclass(frozen=True)
 class Schedule:
-    """``n_therm`` updates unrecorded, then ``n_configs`` stored configurations, one every ``every`` updates."""
+    """``n_therm`` unrecorded updates, then ``n_configs`` stored configurations, one per ``every`` updates."""
 
     n_therm: int
     n_configs: int
@@ -80,8 +80,12 @@ def _record(state: ChainState, info: StepInfo, measure: Measure, field_dtype: to
         return t.detach().cpu().numpy()
 
     return {
-        "configs": cpu(state.x.to(field_dtype)), "accepted": cpu(info.accepted), "logp": cpu(state.logp),
-        "logq": cpu(info.logq), "dH": cpu(info.dH), "proposal_logw": cpu(info.proposal_logw),
+        "configs": cpu(state.x.to(field_dtype)),
+        "accepted": cpu(info.accepted),
+        "logp": cpu(state.logp),
+        "logq": cpu(info.logq),
+        "dH": cpu(info.dH),
+        "proposal_logw": cpu(info.proposal_logw),
         "obs": {k: cpu(v.to(torch.float64)) for k, v in measure(state.x).items()},
     }
 
@@ -93,10 +97,18 @@ def _block(records: list[dict], trajs: list[int]) -> Block:
 
 
 def run_chain(
-    kernel: Any, state: ChainState, generator: torch.Generator, *, schedule: Schedule, measure: Measure,
-    writer: EnsembleWriter, start: Position = Position(), field_dtype: torch.dtype = torch.float64,
+    kernel: Any,
+    state: ChainState,
+    generator: torch.Generator,
+    *,
+    schedule: Schedule,
+    measure: Measure,
+    writer: EnsembleWriter,
+    start: Position = Position(),
+    field_dtype: torch.dtype = torch.float64,
     on_block: Callable[[ChainState, Position], None] | None = None,
-    stop_requested: Callable[[], bool] = lambda: False, progress: bool = True,
+    stop_requested: Callable[[], bool] = lambda: False,
+    progress: bool = True,
 ) -> RunResult:
     """Advance the chains from ``start`` to the end of ``schedule``, writing stored updates in blocks.
 
@@ -107,8 +119,15 @@ def run_chain(
     n_acc, n_prop = 0.0, 0
     t0 = time.perf_counter()
     therm_s = 0.0 if pos.update >= schedule.n_therm else None
-    bar = tqdm(total=schedule.n_updates, initial=pos.update, disable=not progress, unit="upd",
-               desc="therm" if therm_s is None else "sample", dynamic_ncols=True, leave=False)
+    bar = tqdm(
+        total=schedule.n_updates,
+        initial=pos.update,
+        disable=not progress,
+        unit="upd",
+        desc="therm" if therm_s is None else "sample",
+        dynamic_ncols=True,
+        leave=False,
+    )
 
     def flush() -> None:
         nonlocal pos, records, trajs
@@ -146,6 +165,11 @@ def run_chain(
     total = time.perf_counter() - t0
     therm_s = total if therm_s is None else therm_s
     acceptance = n_acc / n_prop if n_prop else float("nan")
-    log.info("sampled %d updates in %.2f s (therm %.2f s), acceptance %.3f",
-             pos.update - start.update, total, therm_s, acceptance)
+    log.info(
+        "sampled %d updates in %.2f s (therm %.2f s), acceptance %.3f",
+        pos.update - start.update,
+        total,
+        therm_s,
+        acceptance,
+    )
     return RunResult(state, pos, acceptance, therm_s, total - therm_s, interrupted)

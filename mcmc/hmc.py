@@ -64,9 +64,14 @@ class HMC:
         logp_new = -self.theory.action(x_new).to(torch.float64)
         dH = dyn.kinetic(p_new).to(torch.float64) - logp_new - h_old
         accepted, accept_prob = metropolis_accept(-dH, generator)
-        new_state = ChainState(x=select(accepted, x_new, state.x), logp=torch.where(accepted, logp_new, state.logp))
+        new_state = ChainState(
+            x=select(accepted, x_new, state.x), logp=torch.where(accepted, logp_new, state.logp)
+        )
         info = StepInfo(
-            accepted=accepted, accept_prob=accept_prob, dH=dH,
-            logq=nan_like(dH), proposal_logw=nan_like(dH),
+            accepted=accepted,
+            accept_prob=accept_prob,
+            dH=dH,
+            logq=nan_like(dH),
+            proposal_logw=nan_like(dH),
         )
         return new_state, info

@@ -89,5 +89,7 @@ def select_state(accepted: torch.Tensor, new: S, old: S) -> S:
     values = {}
     for f in fields(old):
         a, b = getattr(new, f.name), getattr(old, f.name)
-        values[f.name] = select(accepted, a, b) if isinstance(a, torch.Tensor) and a.shape[:1] == accepted.shape else b
+        values[f.name] = (
+            select(accepted, a, b) if isinstance(a, torch.Tensor) and a.shape[:1] == accepted.shape else b
+        )
     return type(old)(**values)

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from observables.estimators import ess
-from observables.measure import format_table, summarize, summary_json
 
 from mcmc.store import Ensemble, StoreError, read_ensemble
+from observables.estimators import ess
+from observables.measure import format_table, summarize, summary_json
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,14 @@ class Summary:
     def to_json(self) -> dict[str, Any]:
         """The DESIGN.md summary object."""
         return {
-            "theory": dict(self.theory), "sampler": self.sampler, "n_configs": self.n_configs,
-            "n_replicas": self.n_replicas, "acceptance": self.acceptance, "ess": self.ess,
-            "observables": summary_json(self.results), "timing": dict(self.timing),
+            "theory": dict(self.theory),
+            "sampler": self.sampler,
+            "n_configs": self.n_configs,
+            "n_replicas": self.n_replicas,
+            "acceptance": self.acceptance,
+            "ess": self.ess,
+            "observables": summary_json(self.results),
+            "timing": dict(self.timing),
         }
 
 
@@ -47,11 +52,14 @@ def _consistent(ensembles: Sequence[Ensemble]) -> None:
     first = ensembles[0]
     for e in ensembles[1:]:
         if e.theory != first.theory or e.attrs.get("sampler") != first.attrs.get("sampler"):
-            raise StoreError(f"{e.path}: theory or sampler differs from {first.path}; not replicas of one ensemble")
+            raise StoreError(
+                f"{e.path}: theory or sampler differs from {first.path}; not replicas of one ensemble"
+            )
 
 
-def summarize_files(paths: Sequence[str | Path], S: float = 1.5,
-                    timing: Mapping[str, float] | None = None) -> Summary:
+def summarize_files(
+    paths: Sequence[str | Path], S: float = 1.5, timing: Mapping[str, float] | None = None
+) -> Summary:
     """Merge replica files (and the chains inside each) with the multi-replica Gamma method."""
     ensembles = [read_ensemble(p) for p in paths]
     _consistent(ensembles)
@@ -64,19 +72,26 @@ def summarize_files(paths: Sequence[str | Path], S: float = 1.5,
     logw = np.concatenate([e.proposal_logw.ravel() for e in ensembles])
     finite = logw[np.isfinite(logw)]
     return Summary(
-        theory=ensembles[0].theory, sampler=str(ensembles[0].attrs.get("sampler", "")),
-        n_configs=int(sum(e.accepted.size for e in ensembles)), n_replicas=len(ensembles),
-        acceptance=float(accepted.mean()), ess=float(ess(finite)) if finite.size else None,
-        results=summarize(series, S=S), series=series, timing=dict(timing or {}),
+        theory=ensembles[0].theory,
+        sampler=str(ensembles[0].attrs.get("sampler", "")),
+        n_configs=int(sum(e.accepted.size for e in ensembles)),
+        n_replicas=len(ensembles),
+        acceptance=float(accepted.mean()),
+        ess=float(ess(finite)) if finite.size else None,
+        results=summarize(series, S=S),
+        series=series,
+        timing=dict(timing or {}),
     )
 
 
 def render(summary: Summary) -> str:
     """The human-readable report printed by ``run`` and ``measure``."""
-    head = (f"{summary.theory.get('name')} {summary.theory} | sampler {summary.sampler} | "
-            f"{summary.n_configs} configurations in {summary.n_replicas} replica(s)\n"
-            f"acceptance {summary.acceptance:.4f}"
-            + (f" | ESS {summary.ess:.4f}" if summary.ess is not None else ""))
+    head = (
+        f"{summary.theory.get('name')} {summary.theory} | sampler {summary.sampler} | "
+        f"{summary.n_configs} configurations in {summary.n_replicas} replica(s)\n"
+        f"acceptance {summary.acceptance:.4f}"
+        + (f" | ESS {summary.ess:.4f}" if summary.ess is not None else "")
+    )
     timing = " | ".join(f"{k} {v:.2f}" for k, v in summary.timing.items())
     return "\n".join([head, format_table(summary.results)] + ([f"timing (s): {timing}"] if timing else []))
 
@@ -87,8 +102,10 @@ def write_plots(summary: Summary, out_dir: str | Path) -> list[Path]:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [Path(plot_observable_report(name, summary.series[name], result, out_dir))
-            for name, result in summary.results.items()]
+    return [
+        Path(plot_observable_report(name, summary.series[name], result, out_dir))
+        for name, result in summary.results.items()
+    ]
 
 
 def json_line(summary: Summary) -> str:

@@ -84,7 +84,10 @@ class Block:
 
 def _create(f: h5py.File, name: str, row_shape: tuple[int, ...], dtype: Any, rows_per_chunk: int) -> None:
     f.create_dataset(
-        name, shape=(0, *row_shape), maxshape=(None, *row_shape), dtype=dtype,
+        name,
+        shape=(0, *row_shape),
+        maxshape=(None, *row_shape),
+        dtype=dtype,
         chunks=(max(1, rows_per_chunk), *row_shape),
     )
 
@@ -98,8 +101,14 @@ class EnsembleWriter:
 
     @classmethod
     def create(
-        cls, path: str | Path, *, field_shape: tuple[int, ...], n_chains: int, field_dtype: Any,
-        obs_names: list[str], attrs: Mapping[str, Any],
+        cls,
+        path: str | Path,
+        *,
+        field_shape: tuple[int, ...],
+        n_chains: int,
+        field_dtype: Any,
+        obs_names: list[str],
+        attrs: Mapping[str, Any],
     ) -> EnsembleWriter:
         """Create a new file with empty datasets and provenance attributes; refuses to overwrite."""
         path = Path(path)
@@ -148,8 +157,13 @@ class EnsembleWriter:
         if n == 0:
             return
         columns = {
-            "configs": block.configs, "traj": block.traj, "crc32": config_crc32(block.configs),
-            "accepted": block.accepted, "logp": block.logp, "logq": block.logq, "dH": block.dH,
+            "configs": block.configs,
+            "traj": block.traj,
+            "crc32": config_crc32(block.configs),
+            "accepted": block.accepted,
+            "logp": block.logp,
+            "logq": block.logq,
+            "dH": block.dH,
             "proposal_logw": block.proposal_logw,
             **{f"obs/{k}": v for k, v in block.obs.items()},
         }
@@ -217,9 +231,15 @@ def read_ensemble(path: str | Path) -> Ensemble:
         try:
             obs = {name: f["obs"][name][()] for name in f.get("obs", {})}
             return Ensemble(
-                path=Path(path), attrs=dict(f.attrs), theory=json.loads(f.attrs["theory"]),
-                traj=f["traj"][()], accepted=f["accepted"][()], logp=f["logp"][()], logq=f["logq"][()],
-                proposal_logw=f["proposal_logw"][()], obs=obs,
+                path=Path(path),
+                attrs=dict(f.attrs),
+                theory=json.loads(f.attrs["theory"]),
+                traj=f["traj"][()],
+                accepted=f["accepted"][()],
+                logp=f["logp"][()],
+                logq=f["logq"][()],
+                proposal_logw=f["proposal_logw"][()],
+                obs=obs,
             )
         except (KeyError, ValueError) as exc:
             raise StoreError(f"{path}: not a latflow ensemble ({exc})") from None

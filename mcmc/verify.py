@@ -11,8 +11,18 @@ import yaml
 
 from mcmc.store import CHAIN_DATASETS, StoreError, config_crc32, open_for_reading
 
-REQUIRED_ATTRS = ("format_version", "code_version", "created", "card", "theory", "seed", "spawn_key",
-                  "replica", "n_replicas", "ensemble_id")
+REQUIRED_ATTRS = (
+    "format_version",
+    "code_version",
+    "created",
+    "card",
+    "theory",
+    "seed",
+    "spawn_key",
+    "replica",
+    "n_replicas",
+    "ensemble_id",
+)
 
 
 def _check_crc(f: h5py.File, chunk: int = 256) -> list[str]:
@@ -22,8 +32,10 @@ def _check_crc(f: h5py.File, chunk: int = 256) -> list[str]:
     for start in range(0, configs.shape[0], chunk):
         stop = min(start + chunk, configs.shape[0])
         bad = np.argwhere(config_crc32(configs[start:stop]) != crc[start:stop])
-        problems += [f"configuration {start + i} (chain {b}): crc32 mismatch, data altered after writing"
-                     for i, b in bad]
+        problems += [
+            f"configuration {start + i} (chain {b}): crc32 mismatch, data altered after writing"
+            for i, b in bad
+        ]
     return problems
 
 
@@ -33,8 +45,11 @@ def _check_traj(traj: np.ndarray) -> list[str]:
         return []
     steps = np.diff(traj)
     stride = int(np.median(steps))
-    return [f"configuration {i + 1}: traj jumps {traj[i]} -> {traj[i + 1]} (stride {stride}); "
-            f"{'duplicate' if steps[i] <= 0 else 'gap'}" for i in np.flatnonzero(steps != stride)]
+    return [
+        f"configuration {i + 1}: traj jumps {traj[i]} -> {traj[i + 1]} (stride {stride}); "
+        f"{'duplicate' if steps[i] <= 0 else 'gap'}"
+        for i in np.flatnonzero(steps != stride)
+    ]
 
 
 def _check_provenance(f: h5py.File) -> list[str]:
@@ -66,8 +81,11 @@ def verify_file(path: str | Path) -> list[str]:
         if missing:
             return [f"missing dataset(s): {', '.join(missing)}"]
         n = f["traj"].shape[0]
-        problems = [f"dataset {d} has {f[d].shape[0]} rows, traj has {n}"
-                    for d in (*names, *(f"obs/{k}" for k in f.get("obs", {}))) if f[d].shape[0] != n]
+        problems = [
+            f"dataset {d} has {f[d].shape[0]} rows, traj has {n}"
+            for d in (*names, *(f"obs/{k}" for k in f.get("obs", {})))
+            if f[d].shape[0] != n
+        ]
         problems += _check_provenance(f)
         problems += _check_traj(f["traj"][()])
         problems += _check_crc(f)

@@ -29,6 +29,7 @@ from lattice.sun import (
     haar,
     project_algebra,
     project_su,
+    reunitarize,
     trace,
     unitarity_violation,
 )
@@ -169,3 +170,13 @@ def test_expm_complex64():
     u = expm_su(x)
     assert u.dtype == torch.complex64
     assert (u - torch.linalg.matrix_exp(x)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_reunitarize(n):
+    u = haar((30,), n, gen(14))
+    noisy = u + 1e-5 * torch.randn(u.shape, dtype=u.dtype, generator=gen(15))
+    v = reunitarize(noisy)
+    assert max(unitarity_violation(v)) < 1e-8     # one Newton step squares the ~1e-5 deviation
+    assert (v - u).abs().max() < 1e-4
+    assert (reunitarize(u) - u).abs().max() < 1e-13

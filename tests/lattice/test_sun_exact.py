@@ -131,4 +131,5 @@ def test_irreps_enumeration():
     reps = irreps(3, 4)
     assert reps[0] == (0, 0, 0) and len(reps) == len(set(reps)) == 15
     assert all(a >= b >= 0 and c == 0 for a, b, c in reps)
-    assert set(irreps(4, 2)) == {(a, b, c, 0) for a, b, c in itertools.product(range(3), repeat=3) if a >= b >= c}
+    expected = {(a, b, c, 0) for a, b, c in itertools.product(range(3), repeat=3) if a >= b >= c}
+    assert set(irreps(4, 2)) == expected

@@ -1,6 +1,6 @@
 """The character-expansion solution of 2D U(1) against independent derivations.
 
-* 1×1 and 2-plaquette tori in closed form (Σ_n I_n = e^β, Neumann's Σ_n I_n² = I_0(2β) re-derived by quadrature);
+* 1×1 and 2-plaquette tori in closed form (Σ_n I_n = e^β; Neumann's Σ_n I_n² = I_0(2β), also by quadrature);
 * the 2×2 torus by brute-force integration over link angles on a grid (using ``U1.action`` itself);
 * the 3×1 torus: the links reduce to three plaquette angles with one constraint; ⟨Q²⟩ = P(Q ≠ 0) by
   adaptive 2D quadrature;
@@ -97,7 +97,8 @@ def _irwin_hall_q2(v):
                    ) / math.factorial(v - 1)
 
     qs = range(-(v // 2) - 1, v // 2 + 2)
-    p = {q: density(Fraction(q) + Fraction(v, 2)) if 0 <= q + Fraction(v, 2) <= v else Fraction(0) for q in qs}
+    half = Fraction(v, 2)
+    p = {q: density(q + half) if 0 <= q + half <= v else Fraction(0) for q in qs}
     return sum(q * q * p[q] for q in qs) / sum(p.values())
 
 
@@ -110,10 +111,13 @@ def test_strong_coupling_limit_irwin_hall(shape):
 
 def test_infinite_volume_limit():
     for beta in (0.5, 2.0, 4.0):
+
+        def density(p, beta=beta):
+            return (p / (2 * math.pi)) ** 2 * math.exp(beta * math.cos(p))
+
         assert exact_u1.plaquette(beta, 128) == pytest.approx(i1(beta) / i0(beta), abs=1e-12)
         assert exact_u1.plaquette_infinite(beta) == pytest.approx(i1(beta) / i0(beta), abs=1e-14)
-        num, _ = integrate.quad(lambda p: (p / (2 * math.pi)) ** 2 * math.exp(beta * math.cos(p)), -math.pi,
-                                math.pi)
+        num, _ = integrate.quad(density, -math.pi, math.pi)
         chi = num / (2 * math.pi * i0(beta))
         assert exact_u1.chi_t_infinite(beta) == pytest.approx(chi, rel=1e-12)
         assert exact_u1.chi_t(beta, 64) == pytest.approx(chi, rel=1e-6)
@@ -143,7 +147,8 @@ def test_q2_consistency(beta, shape):
     assert all(abs(p[q] - p[-q]) < 1e-14 for q in range(1, 20))
     assert (charges**2 * probs).sum() == pytest.approx(q2, rel=1e-10)
     h = 1e-3  # −∂²_ϑ log Z by a central difference, O(h²) ≈ 1e−7 relative
-    fd = -(exact_u1.log_z(beta, shape, h) + exact_u1.log_z(beta, shape, -h) - 2 * exact_u1.log_z(beta, shape)) / h**2
+    log_z = [exact_u1.log_z(beta, shape, theta) for theta in (-h, 0.0, h)]
+    fd = -(log_z[0] + log_z[2] - 2 * log_z[1]) / h**2
     assert fd == pytest.approx(q2, rel=1e-5)
     assert exact_u1.chi_t(beta, shape) == pytest.approx(q2 / (shape[0] * shape[1]))
 

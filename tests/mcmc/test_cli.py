@@ -50,7 +50,9 @@ def test_run_json_summary_and_layout(tmp_path, capsys):
 
 def test_set_override_and_measure(tmp_path, capsys):
     card = write_card(tmp_path)
-    assert run_cli("run", card, "--set", "sample.n_configs=30", "--set", "seed=9", "--quiet", "--no-plots") == 0
+    assert (
+        run_cli("run", card, "--set", "sample.n_configs=30", "--set", "seed=9", "--quiet", "--no-plots") == 0
+    )
     capsys.readouterr()
     assert run_cli("measure", tmp_path / "out" / "out.r0.h5", "--json") == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n_configs"] == 60
@@ -165,7 +167,10 @@ def test_resume_after_stop_is_bit_identical(tmp_path, monkeypatch):
     with h5py.File(tmp_path / "b" / "out" / "out.r0.h5") as f:
         assert f.attrs["status"] == "running" and 0 < f["traj"].shape[0] < 60
     assert run_cli("sample", part, "--quiet", "--resume") == 0
-    with h5py.File(tmp_path / "a" / "out" / "out.r0.h5") as a, h5py.File(tmp_path / "b" / "out" / "out.r0.h5") as b:
+    with (
+        h5py.File(tmp_path / "a" / "out" / "out.r0.h5") as a,
+        h5py.File(tmp_path / "b" / "out" / "out.r0.h5") as b,
+    ):
         for name in ("configs", "traj", "logp", "accepted", "obs/mag2"):
             assert np.array_equal(a[name][()], b[name][()]), name
         assert b.attrs["status"] == "complete"

@@ -1,0 +1,303 @@
+"""Gauge-equivariant flows for 2D SU(N) links with spectral couplings (Boyda et al., PRD 103 (2021) 074504).
+
+Coupling layer. As for U(1) (``flows.gauge_u1``), a layer updates the links U_μ(x) on the rows
+x_ν ≡ ``offset`` (mod 4), ν ≠ μ. Each updated link is the first link of its *active* loop
+W(x) = U_μ(x) S(x), the plaquette P_μν(x) (= P_01(x) for μ = 0, P_01(x)† for μ = 1), while S(x) holds
+only links that the layer does not touch. With a conjugation-equivariant map h of SU(N),
+
+    U_μ(x) → h(W) W^{-1} U_μ(x),     so that the new active loop is h(W).
+
+Frozen plaquettes (rows that hold no updated link) feed a periodic CNN through their gauge-invariant
+traces Re, Im tr P^k / N (k = 1 … N−1); its output at x parametrises h for the loop W(x). The update
+depends on the links only through gauge-covariant W and invariant traces, so f(g·U) = g·f(U).
+
+Spectral map. Write W = V diag(e^{iθ}) V^{-1}. The conjugacy class is a point of the alcove
+θ_1 ≥ … ≥ θ_N ≥ θ_1 − 2π, Σ_j θ_j = 0 (a fundamental domain of the Weyl group), equivalently the N
+gaps between neighbouring eigenvalues on the circle, g_j = θ_j − θ_{j+1}, g_N = 2π − (θ_1 − θ_N),
+Σ g = 2π (a simplex). Stick-breaking, b_1 = g_1/2π, b_k = g_k / (2π − Σ_{j<k} g_j) ∈ [0, 1]
+(k ≤ N−1), maps the simplex onto a cube, where each b_k is moved by a monotone rational-quadratic
+spline of [0, 1] (``flows.transforms``, endpoints fixed). Then h(W) = V diag(e^{iθ'}) V^{-1}.
+
+Density. With Haar measure dU ∝ |Δ(θ)|² dθ dV (Weyl), Δ = Π_{i<j}(e^{iθ_i} − e^{iθ_j}), the map h
+leaves V alone, so per active loop
+
+    log|det ∂h| = Σ_k log f_k'(b_k) + Σ_k (N−2−k) log[(1 − b'_k)/(1 − b_k)] + log |Δ(θ')|²/|Δ(θ)|²
+
+(k = 0 … N−2, the middle term from ∂g/∂b), and W → h(W) W^{-1} U at fixed S moves U by the same
+Haar Jacobian. The prior is Haar on every link, so log q(U) = −Σ_layers log|det|.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from flows.model import Flow
+from flows.nets import ACTIVATIONS, ConvNet, reset_parameters
+from flows.transforms import spline_forward, spline_inverse, spline_n_params
+from lattice.sun import complex_dtype, dagger, haar, real_dtype, trace
+
+TWO_PI = 2.0 * math.pi
+STRIDE = 4  # rows per period of the mask pattern: active, frozen, frozen, passive
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class SUNFlowConfig:
+    """Architecture of a 2D SU(N) spectral flow: ``n_layers`` couplings (multiples of 8 visit every link
+    equally often), conditioner CNN ``hidden``/``kernel_size``/``activation``, ``bins`` spline bins."""
+
+    n_layers: int = 16
+    hidden: tuple[int, ...] = (8, 8)
+    kernel_size: int = 3
+    activation: str = "tanh"
+    bins: int = 8
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.n_layers < 0 or self.bins < 1:
+            raise ValueError(f"flow.n_layers = {self.n_layers}, flow.bins = {self.bins}: expected >= 0, >= 1")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"flow.kernel_size = {self.kernel_size}: expected an odd positive integer")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"flow.activation = {self.activation!r}: expected one of {sorted(ACTIVATIONS)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-container form, as stored in checkpoints."""
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, Any] | None) -> SUNFlowConfig:
+        """Build from a dict; scalar-flow keys ``coupling`` and ``bound`` are ignored, others are refused."""
+        config = {k: v for k, v in dict(config or {}).items() if k not in ("coupling", "bound")}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"unknown flow key(s) {unknown}; SU(N) flows accept {sorted(known)}")
+        return cls(**config)
+
+
+# ----------------------------------------------------------------------------- spectral geometry
+
+def _gather_last(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return torch.gather(t, -1, index)
+
+
+def eigen_alcove(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Alcove angles θ ``(..., N)`` (descending, Σθ = 0, θ_1 − θ_N ≤ 2π) and eigenvectors V ``(..., N, N)``
+    (column j belongs to e^{iθ_j}) of SU(N) matrices ``w (..., N, N)``."""
+    lam, v = torch.linalg.eig(w)
+    phi = torch.angle(lam)
+    n = phi.shape[-1]
+    m = torch.round(phi.sum(-1, keepdim=True) / TWO_PI)              # Σφ = 2π m since det = 1
+    order = torch.argsort(phi, dim=-1, descending=True)
+    phi = _gather_last(phi, order)
+    rank = torch.arange(n, device=w.device)
+    # m > 0: the m largest angles move down by 2π; m < 0: the |m| smallest move up by 2π
+    phi = phi - TWO_PI * (rank < m).to(phi.dtype) + TWO_PI * (rank >= n + m).to(phi.dtype)
+    resort = torch.argsort(phi, dim=-1, descending=True)
+    order = _gather_last(order, resort)
+    theta = _gather_last(phi, resort)
+    v = torch.gather(v, -1, order.unsqueeze(-2).expand(v.shape))
+    return theta, v
+
+
+def alcove_to_sticks(theta: torch.Tensor) -> torch.Tensor:
+    """Stick-breaking fractions b ``(..., N−1)`` in [0, 1] of alcove angles ``theta (..., N)``."""
+    gaps = theta[..., :-1] - theta[..., 1:]
+    used = torch.cumsum(gaps, dim=-1) - gaps                          # Σ_{j<k} g_j
+    return (gaps / (TWO_PI - used).clamp(min=_EPS)).clamp(0.0, 1.0)
+
+
+def sticks_to_alcove(b: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``alcove_to_sticks``: alcove angles ``(..., N)`` from fractions ``b (..., N−1)``."""
+    remaining = TWO_PI * torch.cumprod(torch.cat([torch.ones_like(b[..., :1]), 1.0 - b[..., :-1]], -1), -1)
+    gaps = b * remaining
+    n = b.shape[-1] + 1
+    weights = torch.arange(n - 1, 0, -1, dtype=b.dtype, device=b.device)   # N−1−j for j = 0 … N−2
+    first = (weights * gaps).sum(-1, keepdim=True) / n
+    return torch.cat([first, first - torch.cumsum(gaps, dim=-1)], dim=-1)
+
+
+def log_haar_density(theta: torch.Tensor) -> torch.Tensor:
+    """log |Δ(e^{iθ})|² = Σ_{i<j} log 4 sin²((θ_i − θ_j)/2) for alcove angles ``(..., N)``; ``(...)``."""
+    n = theta.shape[-1]
+    i, j = torch.triu_indices(n, n, offset=1, device=theta.device)
+    diff = theta[..., i] - theta[..., j]
+    return 2.0 * torch.log((2.0 * torch.sin(0.5 * diff)).clamp(min=_EPS)).sum(-1)
+
+
+def spectral_map(theta: torch.Tensor, params: torch.Tensor, inverse: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move alcove angles ``theta (..., N)`` by splines on the stick fractions, ``params (..., N−1, P)``.
+
+    Returns the new angles ``(..., N)`` and log|det| of the induced map of SU(N) with respect to Haar
+    measure ``(...)`` (module docstring); ``inverse`` applies the inverse map and its log|det|.
+    """
+    n = theta.shape[-1]
+    b = alcove_to_sticks(theta)
+    spline = spline_inverse if inverse else spline_forward
+    y, log_slope = spline(2.0 * b - 1.0, params, bound=1.0)
+    b_new = (0.5 * (y + 1.0)).clamp(0.0, 1.0)
+    theta_new = sticks_to_alcove(b_new)
+    mult = torch.arange(n - 2, -1, -1, dtype=theta.dtype, device=theta.device)   # N−2−k
+    stick = (mult * (torch.log1p(-b_new.clamp(max=1 - _EPS)) - torch.log1p(-b.clamp(max=1 - _EPS)))).sum(-1)
+    logdet = log_slope.sum(-1) + stick + log_haar_density(theta_new) - log_haar_density(theta)
+    return theta_new, logdet
+
+
+def conjugation_update(v: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """M = V diag(e^{iδ}) V^{-1}, shapes ``(..., N, N)`` and ``(..., N)``: h(W) W^{-1} for W = V e^{iθ} V^{-1}."""
+    phase = torch.polar(torch.ones_like(delta), delta).to(v.dtype)
+    return torch.linalg.solve(v, v * phase.unsqueeze(-2), left=False)
+
+
+# ----------------------------------------------------------------------------- layers
+
+def row_masks(shape: Sequence[int], mu: int, offset: int) -> dict[str, torch.Tensor]:
+    """Site masks ``(L0, L1)``: ``active`` rows x_ν ≡ offset (mod 4), ``passive`` rows just below them
+    (their plaquettes hold an updated link as U_μ(x+ν)), ``frozen`` the rest."""
+    nu = 1 - mu
+    extent = shape[nu]
+    rows = torch.arange(extent) % STRIDE == offset
+    if torch.any(rows & torch.roll(rows, -1)):
+        raise ValueError(f"extent {extent} along direction {nu} puts two updated rows next to each other; "
+                         f"use extents that are not ≡ 1 mod {STRIDE}")
+    view = (extent, 1) if nu == 0 else (1, extent)
+    active = rows.reshape(view).expand(*shape)
+    passive = torch.roll(rows, -1).reshape(view).expand(*shape)
+    return {"active": active, "passive": passive, "frozen": ~(active | passive)}
+
+
+def plaquette_01(u: torch.Tensor) -> torch.Tensor:
+    """P_01(x) = U_0(x) U_1(x+0̂) U_0(x+1̂)† U_1(x)† of 2D links ``(B, 2, L0, L1, N, N)``; ``(B, L0, L1, N, N)``."""
+    u0, u1 = u[:, 0], u[:, 1]
+    return u0 @ torch.roll(u1, -1, dims=1) @ dagger(torch.roll(u0, -1, dims=2)) @ dagger(u1)
+
+
+def loop_features(p: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Channels Re, Im tr P^k / N (k = 1 … max(1, N−1)) of plaquettes ``(B, L0, L1, N, N)``, zero off
+    ``mask``; returns ``(B, C, L0, L1)`` in the real dtype of ``p``."""
+    n = p.shape[-1]
+    feats, power = [], p
+    for k in range(max(1, n - 1)):
+        if k > 0:
+            power = power @ p
+        tr = trace(power) / n
+        feats += [tr.real * mask, tr.imag * mask]
+    return torch.stack(feats, dim=1)
+
+
+class SUNGaugeCoupling(nn.Module):
+    """One spectral coupling on 2D SU(N) links ``(B, 2, L0, L1, N, N)`` (module docstring)."""
+
+    def __init__(self, shape: Sequence[int], n: int, mu: int, offset: int, config: SUNFlowConfig) -> None:
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)
+        if len(self.shape) != 2:
+            raise ValueError(f"SU(N) spectral couplings are two-dimensional, got lattice shape {self.shape}")
+        self.n, self.mu, self.bins = n, mu, config.bins
+        masks = row_masks(self.shape, mu, offset)
+        self.register_buffer("frozen_mask", masks["frozen"].to(torch.get_default_dtype()), persistent=False)
+        self.register_buffer("active_index", torch.nonzero(masks["active"].flatten()).squeeze(1),
+                             persistent=False)
+        n_feat = 2 * max(1, n - 1)
+        self.net = ConvNet(2, n_feat, (n - 1) * spline_n_params(config.bins), config.hidden,
+                           config.kernel_size, config.activation)
+
+    def _couple(self, u: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        p01 = plaquette_01(u)
+        b = u.shape[0]
+        feats = loop_features(p01, self.frozen_mask.to(real_dtype(u.dtype)))
+        params = self.net(feats).flatten(2).index_select(2, self.active_index).transpose(1, 2)
+        params = params.reshape(b, -1, self.n - 1, spline_n_params(self.bins))
+        loops = p01 if self.mu == 0 else dagger(p01)                 # starts with U_μ(x)
+        w = loops.flatten(1, 2).index_select(1, self.active_index)   # (B, n_active, N, N)
+        theta, v = eigen_alcove(w)
+        theta_new, logdet = spectral_map(theta, params.to(theta.dtype), inverse)
+        m = conjugation_update(v, theta_new - theta)
+        links = u[:, self.mu].flatten(1, 2)
+        moved = links.index_copy(1, self.active_index, m @ links.index_select(1, self.active_index))
+        out = u.clone()
+        out[:, self.mu] = moved.reshape(u[:, self.mu].shape)
+        return out, logdet.sum(1)
+
+    def forward(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``u (B, 2, L0, L1, N, N) -> (u', log|det ∂u'/∂u| (B,))`` with respect to Haar measure."""
+        return self._couple(u, inverse=False)
+
+    def inverse(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The inverse map and its log|det| ``(B,)``."""
+        return self._couple(u, inverse=True)
+
+
+class SUNHaarPrior:
+    """Independent Haar-random SU(N) links ``(D, *L, N, N)``; log r = 0 (density w.r.t. normalised Haar)."""
+
+    def __init__(self, shape: Sequence[int], n: int) -> None:
+        self.shape = tuple(int(s) for s in shape)
+        self.n = n
+
+    def sample(self, n: int, generator: torch.Generator, dtype: torch.dtype = torch.complex64,
+               device: torch.device | str | None = None) -> torch.Tensor:
+        """``n`` draws ``(n, D, *L, N, N)`` from ``generator``; a real dtype maps to its complex partner."""
+        device = generator.device if device is None else device
+        return haar((n, *self.shape[:-2]), self.n, generator, complex_dtype(dtype), device)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """Zeros ``(B,)`` in the real dtype of ``z``."""
+        return torch.zeros(z.shape[0], dtype=real_dtype(z.dtype), device=z.device)
+
+
+class SUNFlow(Flow):
+    """A :class:`flows.model.Flow` on 2D SU(N) links ``(2, L0, L1, N, N)`` with the Haar prior.
+
+    ``dtype`` is the complex dtype of the links it produces (complex64 for float32 weights)."""
+
+    def __init__(self, field_shape: Sequence[int], n: int, layers: nn.ModuleList,
+                 config: SUNFlowConfig | None = None) -> None:
+        super().__init__(field_shape, layers, config)
+        self.prior = SUNHaarPrior(field_shape, n)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return complex_dtype(self._anchor.dtype)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log q(x) for links ``x (B, 2, L0, L1, N, N)`` through the inverse layers; real ``(B,)``."""
+        total = torch.zeros(x.shape[0], dtype=real_dtype(x.dtype), device=x.device)
+        for layer in reversed(self.layers):
+            x, logdet = layer.inverse(x)
+            total = total + logdet
+        return self.prior.log_prob(x) + total
+
+
+def build_sun_flow(
+    theory: Any,
+    config: SUNFlowConfig | Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> SUNFlow:
+    """A spectral gauge-equivariant flow for a 2D ``lattice.wilson.SUN`` theory (calling convention of
+    ``flows.model.build_flow``). Layer i updates direction i mod 2 on the rows ≡ (i // 2) mod 4. Initial
+    weights come from ``generator`` (default: seeded 0); the last conv of every conditioner is zero, so a
+    new flow is the identity and samples the Haar measure."""
+    if not isinstance(config, SUNFlowConfig):
+        config = SUNFlowConfig.from_mapping(config)
+    if getattr(theory, "name", None) != "sun" or len(theory.shape) != 2:
+        raise ValueError(f"build_sun_flow needs a 2D SU(N) theory, got {getattr(theory, 'name', theory)!r} "
+                         f"with shape {getattr(theory, 'shape', None)}")
+    layers = nn.ModuleList(SUNGaugeCoupling(theory.shape, theory.N, i % 2, (i // 2) % STRIDE, config)
+                           for i in range(config.n_layers))
+    flow = SUNFlow(theory.field_shape, theory.N, layers, config)
+    reset_parameters(flow, generator if generator is not None else torch.Generator().manual_seed(0))
+    return flow.to(device=device, dtype=dtype)

@@ -1,0 +1,215 @@
+"""Gauge-equivariant flows for 2D U(1) link angles (Kanwar et al., PRL 125 (2020) 121601; Albergo et al.,
+arXiv:2101.08176, sec. on U(1)).
+
+A coupling layer updates the links U_μ(x) on one stripe of rows of the lattice through their plaquettes.
+With ν ≠ μ the other direction and rows r ≡ ``offset`` (mod 4) along ν ("active" rows):
+
+* active plaquettes P(x), x on an active row, each hold exactly one updated link, θ_μ(x), with sign
+  s_μ (θ_01 = θ_0(x) + θ_1(x+0̂) − θ_0(x+1̂) − θ_1(x), so s_0 = +1, s_1 = −1);
+* passive plaquettes P(x − ν̂) hold the same link with the opposite sign and change as a consequence;
+* frozen plaquettes (every other row) hold no updated link. A periodic CNN reads (cos θ_P, sin θ_P) of
+  the frozen plaquettes (the rest masked to 0) and outputs the parameters of a circle diffeomorphism h
+  (``flows.circular``) for every active plaquette.
+
+Each active plaquette angle u = θ_P mod 2π is mapped to h(u) and the link is moved so that the new
+plaquette is h(u): θ_μ(x) → θ_μ(x) + s_μ [h(u) − u] (taken in (−π, π]). The map is triangular in the
+links, so log|det| = Σ_{active P} log h'(u_P). The shift depends only on plaquettes, which are gauge
+invariant, hence f(g·U) = g·f(U) and, with the Haar (uniform) prior, log q is gauge invariant.
+Layer i updates direction μ = i mod 2 on the rows ≡ (i // 2) mod 4, so 8 layers visit every link.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from flows.circular import CIRCULAR_TRANSFORMS
+from flows.model import Flow
+from flows.nets import ACTIVATIONS, ConvNet, reset_parameters
+from lattice.topology import wrap_angle
+
+TWO_PI = 2.0 * math.pi
+STRIDE = 4  # rows per period of the mask pattern: active, frozen, frozen, passive
+
+
+@dataclass(frozen=True)
+class U1FlowConfig:
+    """Architecture of a 2D U(1) gauge-equivariant flow.
+
+    coupling: circle transform, ``"spline"`` (circular rational-quadratic, ``bins`` bins) or ``"ncp"``
+    (mixture of ``components`` non-compact projections); n_layers: coupling layers (multiples of 8 visit
+    every link equally often); hidden, kernel_size, activation: the conditioner CNN (``flows.nets.ConvNet``).
+    """
+
+    coupling: str = "spline"
+    n_layers: int = 16
+    hidden: tuple[int, ...] = (8, 8)
+    kernel_size: int = 3
+    activation: str = "tanh"
+    bins: int = 8
+    components: int = 6
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.coupling not in CIRCULAR_TRANSFORMS:
+            accepted = sorted(CIRCULAR_TRANSFORMS)
+            raise ValueError(f"flow.coupling = {self.coupling!r}: U(1) flows accept {accepted}")
+        if self.n_layers < 0:
+            raise ValueError(f"flow.n_layers = {self.n_layers}: expected a non-negative integer")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"flow.kernel_size = {self.kernel_size}: expected an odd positive integer")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"flow.activation = {self.activation!r}: expected one of {sorted(ACTIVATIONS)}")
+        if self.bins < 1 or self.components < 1:
+            raise ValueError(f"flow.bins = {self.bins}, flow.components = {self.components}: expected >= 1")
+
+    @property
+    def n_params(self) -> int:
+        """Raw parameters of the circle transform per active plaquette."""
+        size = self.bins if self.coupling == "spline" else self.components
+        return CIRCULAR_TRANSFORMS[self.coupling][2](size)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-container form, as stored in checkpoints."""
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, Any] | None) -> U1FlowConfig:
+        """Build from a dict (e.g. a card's ``flow`` section). ``bound`` (the scalar spline's interval) is
+        accepted and ignored, circle maps live on [0, 2π]; any other unknown key raises ``ValueError``."""
+        config = {k: v for k, v in dict(config or {}).items() if k != "bound"}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"unknown flow key(s) {unknown}; U(1) flows accept {sorted(known)}")
+        return cls(**config)
+
+
+class HaarPrior:
+    """Independent uniform angles in [−π, π) for every link of a field ``(D, *L)``: the Haar measure.
+
+    log r(z) = −n log 2π with n = D·V (density with respect to Π dθ).
+    """
+
+    def __init__(self, shape: Sequence[int]) -> None:
+        self.shape = tuple(int(s) for s in shape)
+        self.size = math.prod(self.shape)
+
+    def sample(self, n: int, generator: torch.Generator, dtype: torch.dtype = torch.float32,
+               device: torch.device | str | None = None) -> torch.Tensor:
+        """``n`` draws, shape ``(n, D, *L)``, from ``generator`` (which must live on ``device``)."""
+        device = generator.device if device is None else device
+        u = torch.rand((n, *self.shape), generator=generator, dtype=dtype, device=device)
+        return TWO_PI * u - math.pi
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log r(z) = −D·V log 2π for ``z (B, D, *L)``; returns ``(B,)``."""
+        return torch.full((z.shape[0],), -self.size * math.log(TWO_PI), dtype=z.dtype, device=z.device)
+
+
+def plaquette_2d(x: torch.Tensor) -> torch.Tensor:
+    """θ_01(x) = θ_0(x) + θ_1(x+0̂) − θ_0(x+1̂) − θ_1(x) of links ``x (B, 2, L0, L1)``; ``(B, L0, L1)``."""
+    t0, t1 = x[:, 0], x[:, 1]
+    return t0 + torch.roll(t1, -1, dims=1) - torch.roll(t0, -1, dims=2) - t1
+
+
+def row_masks(shape: Sequence[int], mu: int, offset: int) -> dict[str, torch.Tensor]:
+    """Boolean site masks ``(L0, L1)`` of one layer: ``active`` (rows x_ν ≡ offset mod 4, ν = 1 − μ),
+    ``passive`` (the rows just below, x_ν + 1 active) and ``frozen`` (the rest)."""
+    extent = shape[1 - mu]
+    rows = torch.arange(extent) % STRIDE == offset
+    if torch.any(rows & torch.roll(rows, -1)):
+        raise ValueError(f"extent {extent} along direction {1 - mu}: adjacent rows would both be updated "
+                         f"(extents ≡ 1 mod {STRIDE} are not supported)")
+    passive_rows = torch.roll(rows, -1)
+    view = (extent, 1) if mu == 1 else (1, extent)
+    active = rows.reshape(view).expand(*shape)
+    passive = passive_rows.reshape(view).expand(*shape)
+    return {"active": active, "passive": passive, "frozen": ~(active | passive)}
+
+
+class U1GaugeCoupling(nn.Module):
+    """One gauge-equivariant coupling on 2D U(1) links ``(B, 2, L0, L1)`` (module docstring).
+
+    ``forward(x) -> (y, log|det ∂y/∂x| (B,))`` and ``inverse(y) -> (x, log|det ∂x/∂y| (B,))``.
+    """
+
+    def __init__(self, shape: Sequence[int], mu: int, offset: int, config: U1FlowConfig) -> None:
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)
+        if len(self.shape) != 2:
+            raise ValueError(f"U(1) gauge couplings are two-dimensional, got lattice shape {self.shape}")
+        self.mu, self.offset, self.sign = mu, offset, 1.0 if mu == 0 else -1.0
+        self.coupling = config.coupling
+        masks = row_masks(self.shape, mu, offset)
+        self.register_buffer("frozen_mask", masks["frozen"].to(torch.get_default_dtype()), persistent=False)
+        self.register_buffer("active_index", torch.nonzero(masks["active"].flatten()).squeeze(1),
+                             persistent=False)
+        self.net = ConvNet(2, 2, config.n_params, config.hidden, config.kernel_size, config.activation)
+
+    def _params(self, plaq: torch.Tensor) -> torch.Tensor:
+        """Circle-map parameters ``(B, n_active, P)`` from the frozen plaquettes of ``plaq (B, L0, L1)``."""
+        mask = self.frozen_mask.to(plaq.dtype)
+        features = torch.stack([torch.cos(plaq) * mask, torch.sin(plaq) * mask], dim=1)
+        return self.net(features).flatten(2).index_select(2, self.active_index).transpose(1, 2)
+
+    def _couple(self, x: torch.Tensor, direction: int) -> tuple[torch.Tensor, torch.Tensor]:
+        plaq = plaquette_2d(x)
+        params = self._params(plaq)
+        u = torch.remainder(plaq.flatten(1).index_select(1, self.active_index), TWO_PI)
+        v, logdet = CIRCULAR_TRANSFORMS[self.coupling][direction](u, params)
+        shift = torch.zeros_like(plaq.flatten(1)).index_copy(1, self.active_index, wrap_angle(v - u))
+        moved = x[:, self.mu] + self.sign * shift.reshape(plaq.shape)
+        links = [moved if d == self.mu else x[:, d] for d in range(2)]
+        return torch.stack(links, dim=1), logdet.sum(1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x (B, 2, L0, L1) -> (y (B, 2, L0, L1), log|det ∂y/∂x| (B,))``."""
+        return self._couple(x, 0)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``y (B, 2, L0, L1) -> (x (B, 2, L0, L1), log|det ∂x/∂y| (B,))``."""
+        return self._couple(y, 1)
+
+
+class U1Flow(Flow):
+    """A :class:`flows.model.Flow` on 2D U(1) links ``(2, L0, L1)`` with the Haar prior."""
+
+    def __init__(self, field_shape: Sequence[int], layers: nn.ModuleList, config: U1FlowConfig | None = None
+                 ) -> None:
+        super().__init__(field_shape, layers, config)
+        self.prior = HaarPrior(field_shape)
+
+
+def u1_coupling_stack(shape: Sequence[int], config: U1FlowConfig) -> nn.ModuleList:
+    """``config.n_layers`` couplings; layer i updates direction i mod 2 on rows ≡ (i // 2) mod 4."""
+    layers = (U1GaugeCoupling(shape, i % 2, (i // 2) % STRIDE, config) for i in range(config.n_layers))
+    return nn.ModuleList(layers)
+
+
+def build_u1_flow(
+    theory: Any,
+    config: U1FlowConfig | Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> U1Flow:
+    """A gauge-equivariant flow for a 2D ``lattice.u1.U1`` theory (same calling convention as
+    ``flows.model.build_flow``). Initial weights come from ``generator`` (default: seeded 0); every
+    conditioner's last conv is zero, so a new flow is the identity and samples the Haar measure."""
+    if not isinstance(config, U1FlowConfig):
+        config = U1FlowConfig.from_mapping(config)
+    if getattr(theory, "name", None) != "u1" or len(theory.shape) != 2:
+        raise ValueError(f"build_u1_flow needs a 2D U(1) theory, got {getattr(theory, 'name', theory)!r} "
+                         f"with shape {getattr(theory, 'shape', None)}")
+    flow = U1Flow(theory.field_shape, u1_coupling_stack(theory.shape, config), config)
+    reset_parameters(flow, generator if generator is not None else torch.Generator().manual_seed(0))
+    return flow.to(device=device, dtype=dtype)

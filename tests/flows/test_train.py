@@ -1,0 +1,148 @@
+"""Reverse-KL training: metrics, schedules, NaN guard, checkpoint refusal, bit-for-bit resume."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from flows.model import build_flow
+from flows.train import (
+    METRICS,
+    CheckpointMismatch,
+    TrainConfig,
+    acceptance_estimate,
+    batch_size,
+    ess_fraction,
+    learning_rate,
+    load_checkpoint,
+    load_flow,
+    train_flow,
+)
+from lattice.scalar import Phi4
+
+THEORY = Phi4((4, 4), -4.0, 8.0)
+FLOW = {"coupling": "spline", "n_layers": 2, "hidden": [4], "bins": 4}
+
+
+class _Faulty(Phi4):
+    """φ⁴ whose action returns NaN (or raises) on chosen calls, counting calls from 1."""
+
+    def __init__(self, *args, nan_calls=(), raise_call=None):
+        super().__init__(*args)
+        object.__setattr__(self, "calls", 0)
+        object.__setattr__(self, "nan_calls", set(nan_calls))
+        object.__setattr__(self, "raise_call", raise_call)
+
+    def action(self, phi):
+        object.__setattr__(self, "calls", self.calls + 1)
+        if self.calls == self.raise_call:
+            raise KeyboardInterrupt("simulated kill")
+        s = super().action(phi)
+        return s * float("nan") if self.calls in self.nan_calls else s
+
+
+def _flow(seed=0):
+    return build_flow(THEORY, FLOW, generator=torch.Generator().manual_seed(seed))
+
+
+def _params(flow):
+    return [p.detach().clone() for p in flow.parameters()]
+
+
+def test_ess_and_acceptance_estimates():
+    g = torch.Generator().manual_seed(0)
+    logw = 0.7 * torch.randn(300, generator=g, dtype=torch.float64)
+    w = logw.exp()
+    assert math.isclose(ess_fraction(logw), (w.sum() ** 2 / (300 * (w * w).sum())).item(), rel_tol=1e-12)
+    pair_min = torch.minimum(w[:, None], w[None, :])
+    brute = (pair_min.sum() - w.sum()) / (299 * w.sum())
+    assert math.isclose(acceptance_estimate(logw), brute.item(), rel_tol=1e-12)
+    assert acceptance_estimate(torch.full((50,), 3.0)) == pytest.approx(1.0, abs=1e-14)
+    assert acceptance_estimate(logw + 1e3) == pytest.approx(brute.item(), rel=1e-12)  # no overflow
+
+
+def test_schedules():
+    cfg = TrainConfig(steps=100, lr=1e-2, warmup_steps=10, lr_final_factor=0.1, batch_size=16, batch_size_max=64)
+    lrs = [learning_rate(cfg, s) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-3) and max(lrs) == pytest.approx(1e-2) and lrs[-1] > 1e-3
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    sizes = [batch_size(cfg, s) for s in range(100)]
+    assert sizes[0] == 16 and sizes[-1] == 64 and sorted(sizes) == sizes and set(sizes) == {16, 32, 64}
+    assert learning_rate(TrainConfig(schedule="constant", lr=3e-3), 500) == 3e-3
+    with pytest.raises(ValueError, match="unknown train key"):
+        TrainConfig.from_mapping({"stepz": 3})
+
+
+def test_training_reduces_loss_and_records_metrics():
+    flow = _flow()
+    res = train_flow(flow, THEORY, TrainConfig(steps=60, batch_size=64, lr=5e-3), torch.Generator().manual_seed(1),
+                     progress=False)
+    assert res.steps_done == 60 and res.n_skipped == 0 and res.stopped_by == "steps"
+    assert set(res.metrics) == set(METRICS) and all(len(v) == 60 for v in res.metrics.values())
+    m = res.metrics
+    assert m["loss"][-10:].mean() < m["loss"][:10].mean() - 0.5
+    assert m["ess"][-10:].mean() > m["ess"][:10].mean()
+    assert np.all((m["acceptance"] > 0) & (m["acceptance"] <= 1))
+
+
+def test_nan_step_is_skipped_and_weights_stay_clean():
+    gen_seed = 2
+    reference = _flow()
+    train_flow(reference, THEORY, TrainConfig(steps=3, batch_size=32), torch.Generator().manual_seed(gen_seed),
+               progress=False)
+    faulty = _Faulty((4, 4), -4.0, 8.0, nan_calls={4})
+    flow = _flow()
+    res = train_flow(flow, faulty, TrainConfig(steps=4, batch_size=32), torch.Generator().manual_seed(gen_seed),
+                     progress=False)
+    assert res.n_skipped == 1 and math.isnan(res.metrics["loss"][3])
+    for a, b in zip(_params(flow), _params(reference), strict=True):
+        assert torch.isfinite(a).all()
+        assert torch.equal(a, b)  # the NaN step changed nothing
+
+
+def test_time_budget_stops_training():
+    res = train_flow(_flow(), THEORY, TrainConfig(steps=10**6, batch_size=8, max_seconds=0.5),
+                     torch.Generator().manual_seed(3), progress=False)
+    assert res.stopped_by == "time" and 0 < res.steps_done < 10**6 and res.seconds < 5
+
+
+def test_checkpoint_for_other_theory_or_flow_is_refused(tmp_path):
+    path = tmp_path / "flow.pt"
+    train_flow(_flow(), THEORY, TrainConfig(steps=2, batch_size=8), torch.Generator().manual_seed(4),
+               checkpoint_path=path, progress=False)
+    assert not (tmp_path / "flow.pt.tmp").exists()
+    other = Phi4((4, 4), -3.0, 8.0)
+    with pytest.raises(CheckpointMismatch) as exc:
+        train_flow(build_flow(other, FLOW), other, TrainConfig(steps=4), torch.Generator(), checkpoint_path=path,
+                   resume=True, progress=False)
+    assert "\n" not in str(exc.value) and "m2" in str(exc.value)
+    with pytest.raises(CheckpointMismatch, match="flow"):
+        load_flow(path, THEORY, {**FLOW, "n_layers": 4})
+    with pytest.raises(CheckpointMismatch):
+        load_checkpoint(path, Phi4((8, 8), -4.0, 8.0))
+    loaded = load_flow(path, THEORY)
+    assert loaded.config.n_layers == 2
+
+
+def test_resumed_training_is_bit_for_bit(tmp_path):
+    cfg = TrainConfig(steps=8, batch_size=8, batch_size_max=16, warmup_steps=2, lr=5e-3, checkpoint_every=3)
+    full = _flow()
+    res_full = train_flow(full, THEORY, cfg, torch.Generator().manual_seed(5), checkpoint_path=tmp_path / "a.pt",
+                          progress=False)
+
+    path = tmp_path / "b.pt"
+    killed = _Faulty((4, 4), -4.0, 8.0, raise_call=5)  # dies in step 5, after the checkpoint at step 3
+    with pytest.raises(KeyboardInterrupt):
+        train_flow(_flow(), killed, cfg, torch.Generator().manual_seed(5), checkpoint_path=path, progress=False)
+    assert load_checkpoint(path, THEORY)["step"] == 3
+
+    resumed = _flow(seed=99)  # different initial weights and generator: all must come from the checkpoint
+    res = train_flow(resumed, THEORY, cfg, torch.Generator().manual_seed(123), checkpoint_path=path, resume=True,
+                     progress=False)
+    assert res.steps_done == 8
+    for a, b in zip(_params(resumed), _params(full), strict=True):
+        assert torch.equal(a, b)
+    for name in METRICS:
+        if name != "seconds":
+            np.testing.assert_array_equal(res.metrics[name], res_full.metrics[name])
