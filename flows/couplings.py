@@ -84,6 +84,45 @@ class MaskedCoupling(nn.Module):
         return self._couple(y, 1)
 
 
+class FourierScaling(nn.Module):
+    """Translation-invariant linear layer y = C x, with C circulant and symmetric: in momentum space
+    ỹ_k = e^{ρ_k} x̃_k, ρ_k = ρ_{−k} learned (one per momentum), so that
+    log|det C| = Σ_k ρ_k (per configuration; independent of x).
+
+    Put right after the normal prior it makes a learned free-field (Gaussian) prior with any
+    two-point function ⟨φ̃_k φ̃_{−k}⟩ ∝ e^{2ρ_k}, which captures the long-range correlations near
+    criticality that local couplings learn slowly. ρ = 0 at initialisation (identity).
+    """
+
+    def __init__(self, shape: Sequence[int]) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+        self.log_scale = nn.Parameter(torch.zeros(self.shape))
+        self._dims = tuple(range(len(self.shape)))
+
+    def _rho(self) -> torch.Tensor:
+        """ρ_k = (r_k + r_{−k})/2; flip then roll by one maps index k to −k mod L on every axis."""
+        r = self.log_scale
+        reflected = torch.roll(torch.flip(r, self._dims), shifts=(1,) * len(self._dims), dims=self._dims)
+        return 0.5 * (r + reflected)
+
+    def _scale(self, x: torch.Tensor, sign: float) -> tuple[torch.Tensor, torch.Tensor]:
+        rho = self._rho().to(x.dtype)
+        lattice_dims = tuple(range(1, x.dim()))
+        y = torch.fft.ifftn(
+            torch.fft.fftn(x, dim=lattice_dims) * torch.exp(sign * rho), dim=lattice_dims
+        ).real
+        return y, (sign * rho.sum()).expand(x.shape[0])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x (B, *L) -> (C x, log|det C| (B,))``."""
+        return self._scale(x, 1.0)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``y (B, *L) -> (C⁻¹ y, −log|det C| (B,))``."""
+        return self._scale(y, -1.0)
+
+
 def coupling_stack(
     shape: Sequence[int],
     n_layers: int,

@@ -154,7 +154,8 @@ def spectral_map(theta: torch.Tensor, params: torch.Tensor, inverse: bool = Fals
 
 
 def conjugation_update(v: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """M = V diag(e^{iδ}) V^{-1}, shapes ``(..., N, N)`` and ``(..., N)``: h(W) W^{-1} for W = V e^{iθ} V^{-1}."""
+    """M = V diag(e^{iδ}) V^{-1} for ``v (..., N, N)``, ``delta (..., N)``: M = h(W) W^{-1} when
+    W = V diag(e^{iθ}) V^{-1} and h(W) = V diag(e^{i(θ+δ)}) V^{-1}."""
     phase = torch.polar(torch.ones_like(delta), delta).to(v.dtype)
     return torch.linalg.solve(v, v * phase.unsqueeze(-2), left=False)
 
@@ -177,7 +178,8 @@ def row_masks(shape: Sequence[int], mu: int, offset: int) -> dict[str, torch.Ten
 
 
 def plaquette_01(u: torch.Tensor) -> torch.Tensor:
-    """P_01(x) = U_0(x) U_1(x+0̂) U_0(x+1̂)† U_1(x)† of 2D links ``(B, 2, L0, L1, N, N)``; ``(B, L0, L1, N, N)``."""
+    """P_01(x) = U_0(x) U_1(x+0̂) U_0(x+1̂)† U_1(x)† of 2D links ``(B, 2, L0, L1, N, N)``;
+    returns ``(B, L0, L1, N, N)``."""
     u0, u1 = u[:, 0], u[:, 1]
     return u0 @ torch.roll(u1, -1, dims=1) @ dagger(torch.roll(u0, -1, dims=2)) @ dagger(u1)
 

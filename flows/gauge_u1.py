@@ -53,6 +53,7 @@ class U1FlowConfig:
     activation: str = "tanh"
     bins: int = 8
     components: int = 6
+    positional: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -135,6 +136,13 @@ def row_masks(shape: Sequence[int], mu: int, offset: int) -> dict[str, torch.Ten
     return {"active": active, "passive": passive, "frozen": ~(active | passive)}
 
 
+def position_features(shape: Sequence[int]) -> torch.Tensor:
+    """One-hot channels of x_0 mod 4 and x_1 mod 4, shape ``(8, L0, L1)``: they tell the (otherwise
+    translation-equivariant) conditioner where it stands in the period-4 mask pattern."""
+    grids = torch.meshgrid(torch.arange(shape[0]), torch.arange(shape[1]), indexing="ij")
+    return torch.cat([torch.nn.functional.one_hot(g % STRIDE, STRIDE).permute(2, 0, 1) for g in grids]).float()
+
+
 class U1GaugeCoupling(nn.Module):
     """One gauge-equivariant coupling on 2D U(1) links ``(B, 2, L0, L1)`` (module docstring).
 
@@ -152,12 +160,21 @@ class U1GaugeCoupling(nn.Module):
         self.register_buffer("frozen_mask", masks["frozen"].to(torch.get_default_dtype()), persistent=False)
         self.register_buffer("active_index", torch.nonzero(masks["active"].flatten()).squeeze(1),
                              persistent=False)
-        self.net = ConvNet(2, 2, config.n_params, config.hidden, config.kernel_size, config.activation)
+        channels = 2
+        if config.positional:
+            self.register_buffer("position", position_features(self.shape), persistent=False)
+            channels += self.position.shape[0]
+        else:
+            self.position = None
+        self.net = ConvNet(2, channels, config.n_params, config.hidden, config.kernel_size, config.activation)
 
     def _params(self, plaq: torch.Tensor) -> torch.Tensor:
         """Circle-map parameters ``(B, n_active, P)`` from the frozen plaquettes of ``plaq (B, L0, L1)``."""
         mask = self.frozen_mask.to(plaq.dtype)
         features = torch.stack([torch.cos(plaq) * mask, torch.sin(plaq) * mask], dim=1)
+        if self.position is not None:
+            position = self.position.to(plaq.dtype).expand(plaq.shape[0], -1, -1, -1)
+            features = torch.cat([features, position], dim=1)
         return self.net(features).flatten(2).index_select(2, self.active_index).transpose(1, 2)
 
     def _couple(self, x: torch.Tensor, direction: int) -> tuple[torch.Tensor, torch.Tensor]:

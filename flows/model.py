@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from flows.couplings import coupling_stack
+from flows.couplings import FourierScaling, coupling_stack
 from flows.nets import ACTIVATIONS, reset_parameters
 from flows.priors import NormalPrior
 
@@ -28,7 +28,8 @@ class FlowConfig:
 
     coupling: ``"affine"`` or ``"spline"`` (rational-quadratic); n_layers: number of checkerboard
     couplings; hidden: CNN hidden channels; kernel_size: odd CNN kernel; activation: one of
-    ``flows.nets.ACTIVATIONS``; bins, bound: spline bins on [−bound, bound] (ignored for affine).
+    ``flows.nets.ACTIVATIONS``; bins, bound: spline bins on [−bound, bound] (ignored for affine);
+    fourier: start with a learned translation-invariant Gaussian layer (``FourierScaling``).
     """
 
     coupling: str = "spline"
@@ -38,6 +39,7 @@ class FlowConfig:
     activation: str = "tanh"
     bins: int = 8
     bound: float = 5.0
+    fourier: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -142,8 +144,18 @@ def build_flow(
     if not 1 <= len(shape) <= 4:
         raise ValueError(f"scalar flows support lattice dimension D = 1..4, not D = {len(shape)}")
     with torch.random.fork_rng(devices=[]):  # torch.nn's default init must not advance the global RNG
-        layers = coupling_stack(shape, config.n_layers, config.coupling, config.hidden, config.kernel_size,
-                                config.activation, config.bins, config.bound)
+        layers = coupling_stack(
+            shape,
+            config.n_layers,
+            config.coupling,
+            config.hidden,
+            config.kernel_size,
+            config.activation,
+            config.bins,
+            config.bound,
+        )
+        if config.fourier:
+            layers.insert(0, FourierScaling(shape))
     flow = Flow(shape, layers, config)
     reset_parameters(flow, generator if generator is not None else torch.Generator().manual_seed(0))
     return flow.to(device=device, dtype=dtype)

@@ -34,8 +34,14 @@ class CircularConv4d(nn.Module):
         super().__init__()
         self.offsets = list(range(-(kernel_size // 2), kernel_size // 2 + 1))
         self.slices = nn.ModuleList(
-            nn.Conv3d(in_channels, out_channels, kernel_size, padding=kernel_size // 2,
-                      padding_mode="circular", bias=(o == 0))
+            nn.Conv3d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                padding=kernel_size // 2,
+                padding_mode="circular",
+                bias=(o == 0),
+            )
             for o in self.offsets
         )
 
@@ -59,8 +65,9 @@ def make_conv(dim: int, in_channels: int, out_channels: int, kernel_size: int) -
         return CircularConv4d(in_channels, out_channels, kernel_size)
     if dim not in _CONVS:
         raise ValueError(f"convolutional conditioners support lattice dimension D = 1..4, not D = {dim}")
-    return _CONVS[dim](in_channels, out_channels, kernel_size, padding=kernel_size // 2,
-                       padding_mode="circular")
+    return _CONVS[dim](
+        in_channels, out_channels, kernel_size, padding=kernel_size // 2, padding_mode="circular"
+    )
 
 
 class ConvNet(nn.Module):

@@ -195,9 +195,17 @@ def load_flow(
     return flow
 
 
-def _payload(flow: Flow, theory: Any, config: TrainConfig, optimizer: torch.optim.Optimizer,
-             generator: torch.Generator, step: int, history: dict[str, list[float]], n_skipped: int,
-             seconds: float) -> dict[str, Any]:
+def _payload(
+    flow: Flow,
+    theory: Any,
+    config: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    step: int,
+    history: dict[str, list[float]],
+    n_skipped: int,
+    seconds: float,
+) -> dict[str, Any]:
     train_config = asdict(config)
     return {
         "format": CHECKPOINT_FORMAT,
@@ -215,8 +223,14 @@ def _payload(flow: Flow, theory: Any, config: TrainConfig, optimizer: torch.opti
     }
 
 
-def _train_step(flow: Flow, theory: Any, config: TrainConfig, optimizer: torch.optim.Optimizer,
-                generator: torch.Generator, step: int) -> tuple[dict[str, float], bool]:
+def _train_step(
+    flow: Flow,
+    theory: Any,
+    config: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    step: int,
+) -> tuple[dict[str, float], bool]:
     """One Adam step on a fresh batch; returns the step's metrics and whether it was skipped."""
     lr, n = learning_rate(config, step), batch_size(config, step)
     for group in optimizer.param_groups:
@@ -226,8 +240,14 @@ def _train_step(flow: Flow, theory: Any, config: TrainConfig, optimizer: torch.o
     action = theory.action(x)
     loss = (logq + action).mean()
     logw = (-action - logq).detach()
-    metrics = {"loss": loss.item(), "ess": ess_fraction(logw), "acceptance": acceptance_estimate(logw),
-               "lr": lr, "batch_size": float(n), "grad_norm": float("nan")}
+    metrics = {
+        "loss": loss.item(),
+        "ess": ess_fraction(logw),
+        "acceptance": acceptance_estimate(logw),
+        "lr": lr,
+        "batch_size": float(n),
+        "grad_norm": float("nan"),
+    }
     if not math.isfinite(metrics["loss"]):
         return metrics, True
     loss.backward()
@@ -290,16 +310,25 @@ def train_flow(
             history[k].append(metrics[k])
         bar.update(1)
         if progress and step % config.log_every == 0:
-            bar.set_postfix(loss=f"{metrics['loss']:.3f}", ess=f"{metrics['ess']:.3f}",
-                            acc=f"{metrics['acceptance']:.3f}", skipped=n_skipped)
+            bar.set_postfix(
+                loss=f"{metrics['loss']:.3f}",
+                ess=f"{metrics['ess']:.3f}",
+                acc=f"{metrics['acceptance']:.3f}",
+                skipped=n_skipped,
+            )
         if checkpoint_path is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
-            save_checkpoint(checkpoint_path, _payload(flow, theory, config, optimizer, generator, step,
-                                                      history, n_skipped, elapsed()))
+            save_checkpoint(
+                checkpoint_path,
+                _payload(flow, theory, config, optimizer, generator, step, history, n_skipped, elapsed()),
+            )
     bar.close()
     flow.eval()
     seconds = elapsed()
     if checkpoint_path is not None:
-        save_checkpoint(checkpoint_path, _payload(flow, theory, config, optimizer, generator, step,
-                                                  history, n_skipped, seconds))
-    return TrainResult({k: np.asarray(v, dtype=np.float64) for k, v in history.items()},
-                       n_skipped, seconds, step, stopped_by)
+        save_checkpoint(
+            checkpoint_path,
+            _payload(flow, theory, config, optimizer, generator, step, history, n_skipped, seconds),
+        )
+    return TrainResult(
+        {k: np.asarray(v, dtype=np.float64) for k, v in history.items()}, n_skipped, seconds, step, stopped_by
+    )

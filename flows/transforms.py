@@ -54,8 +54,10 @@ def _knots(logits: torch.Tensor, bound: float, min_size: float) -> tuple[torch.T
     knots = F.pad(torch.cumsum(fractions, dim=-1), (1, 0))
     knots = 2.0 * bound * knots - bound
     # make the end knots exact so that the bin search and the tails agree to the last bit
-    knots = torch.cat([torch.full_like(knots[..., :1], -bound), knots[..., 1:-1],
-                       torch.full_like(knots[..., :1], bound)], dim=-1)
+    knots = torch.cat(
+        [torch.full_like(knots[..., :1], -bound), knots[..., 1:-1], torch.full_like(knots[..., :1], bound)],
+        dim=-1,
+    )
     return knots[..., 1:] - knots[..., :-1], knots
 
 
@@ -71,8 +73,8 @@ def _spline_geometry(
     if 3 * bins - 1 != params.shape[-1]:
         raise ValueError(f"spline params have {params.shape[-1]} entries, expected 3K − 1 for some K")
     widths, x_knots = _knots(params[..., :bins], bound, MIN_BIN_WIDTH)
-    heights, y_knots = _knots(params[..., bins:2 * bins], bound, MIN_BIN_HEIGHT)
-    interior = MIN_DERIVATIVE + F.softplus(params[..., 2 * bins:] + DERIVATIVE_OFFSET)
+    heights, y_knots = _knots(params[..., bins : 2 * bins], bound, MIN_BIN_HEIGHT)
+    interior = MIN_DERIVATIVE + F.softplus(params[..., 2 * bins :] + DERIVATIVE_OFFSET)
     ones = torch.ones_like(interior[..., :1])
     derivatives = torch.cat([ones, interior, ones], dim=-1)
     return widths, x_knots, heights, y_knots, derivatives
@@ -97,8 +99,14 @@ def _bin_quantities(
     """Per-element bin data (x_k, w_k, y_k, h_k, δ_k, δ_{k+1}) for the bin containing ``values``."""
     widths, x_knots, heights, y_knots, derivatives = _spline_geometry(params, bound)
     index = _bin_index(y_knots if search_in_y else x_knots, values)
-    return (_gather(x_knots, index), _gather(widths, index), _gather(y_knots, index),
-            _gather(heights, index), _gather(derivatives, index), _gather(derivatives, index + 1))
+    return (
+        _gather(x_knots, index),
+        _gather(widths, index),
+        _gather(y_knots, index),
+        _gather(heights, index),
+        _gather(derivatives, index),
+        _gather(derivatives, index + 1),
+    )
 
 
 def spline_forward(

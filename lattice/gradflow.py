@@ -6,11 +6,11 @@ Lüscher, JHEP 08 (2010) 071 [arXiv:1006.4518]. The flow of the links is
 
 the steepest descent of the Wilson action; with ``lattice.wilson`` conventions this is minus the force
 of the Wilson action at β = 2N. It is integrated with the third-order Runge–Kutta scheme of the paper
-(eq. C.1), with Z_i = ε Z(W_i):
+(appendix C), with Z_i = ε Z(W_i):
 
     W_1 = exp(¼ Z_0) W_0,   W_2 = exp(8/9 Z_1 − 17/36 Z_0) W_1,   W_3 = exp(¾ Z_2 − 8/9 Z_1 + 17/36 Z_0) W_2.
 
-Clover field strength (eq. 3.1–3.3): Q_μν(x) is the sum of the four plaquettes in the (μ, ν) plane that
+Clover field strength: Q_μν(x) is the sum of the four plaquettes in the (μ, ν) plane that
 start and end at x, all with the orientation μ → ν, and
 
     G_μν(x) = (1/8) [Q_μν(x) − Q_νμ(x)] = ¼ Π(Q_μν(x)),
@@ -39,7 +39,7 @@ def flow_generator(v: torch.Tensor) -> torch.Tensor:
 
 
 def rk3_step(v: torch.Tensor, eps: float) -> torch.Tensor:
-    """One step of Lüscher's third-order Runge–Kutta integrator (eq. C.1) of size ``eps``."""
+    """One step of Lüscher's third-order Runge–Kutta integrator (appendix C) of size ``eps``."""
     z0 = eps * flow_generator(v)
     w1 = expm_su(0.25 * z0) @ v
     z1 = eps * flow_generator(w1)
@@ -129,3 +129,14 @@ def wilson_flow(u: torch.Tensor, t_max: float, eps: float = 0.01,
         Q=torch.stack(qs) if four_d else None,
     )
     return u, history
+
+
+def flow_scale(t: torch.Tensor, t2e: torch.Tensor, target: float = 0.3) -> float:
+    """The flow time where t²E first reaches ``target`` (t_0 for 0.3, Lüscher 2010), by linear interpolation
+    of ``t2e (n,)`` on ``t (n,)``; NaN when it never does."""
+    above = torch.nonzero(t2e >= target)
+    if len(above) == 0 or int(above[0]) == 0:
+        return float("nan")
+    i = int(above[0])
+    t_lo, t_hi, e_lo, e_hi = float(t[i - 1]), float(t[i]), float(t2e[i - 1]), float(t2e[i])
+    return t_lo + (target - e_lo) * (t_hi - t_lo) / (e_hi - e_lo)

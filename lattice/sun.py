@@ -13,7 +13,7 @@ HMC momenta P = Σ_a p_a T_a with p_a ~ N(0, 1) have density ∝ exp(tr P²) = e
 energy is K = −tr P² = ½ Σ_a p_a² (``mcmc.lie``).
 
 The exponential map: closed form for SU(2), Cayley–Hamilton with the Morningstar–Peardon coefficients
-for SU(3) (PRD 69 (2004) 054501, eqs. 19–33), and ``torch.linalg.matrix_exp`` for N ≥ 4.
+for SU(3) (PRD 69 (2004) 054501), and ``torch.linalg.matrix_exp`` for N ≥ 4.
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def _expm_taylor(x: torch.Tensor, order: int) -> torch.Tensor:
 
 
 def _su3_coefficients(c0: torch.Tensor, c1: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Morningstar–Peardon f_0, f_1, f_2 with exp(iQ) = f_0 + f_1 Q + f_2 Q² (eqs. 29–33),
+    """Morningstar–Peardon f_0, f_1, f_2 with exp(iQ) = f_0 + f_1 Q + f_2 Q²,
     for c0 = det Q ≥ 0 and c1 = ½ tr Q² > 0 (real tensors of the batch shape)."""
     c0_max = 2.0 * (c1 / 3.0) ** 1.5
     theta = torch.arccos(torch.clamp(c0 / c0_max, -1.0, 1.0))

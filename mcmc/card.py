@@ -152,8 +152,9 @@ class Card(_Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     def physics_hash(self) -> str:
-        """Hash of what defines the Markov chain: theory, sampler and its settings, seed, dtype."""
-        keys = ("theory", "sampler", "hmc", "flow", "seed", "dtype")
+        """Hash of what defines the Markov chain: theory, sampler, the settings section of that sampler
+        (``hmc``, ``flow`` or ``local``), seed and dtype. A trained flow is checked by its own hash."""
+        keys = ("theory", "sampler", self.sampler.kind, "seed", "dtype")
         blob = json.dumps({k: self.model_dump(mode="json")[k] for k in keys}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -60,8 +60,12 @@ class IndependenceMetropolis:
 
     @torch.no_grad()
     def _empty_buffer(self, x: torch.Tensor) -> dict[str, Any]:
-        return {"buffer_x": x.new_empty((0, *x.shape)), "buffer_logp": x.new_empty((0, x.shape[0]), dtype=torch.float64),
-                "buffer_logq": x.new_empty((0, x.shape[0]), dtype=torch.float64), "cursor": 0}
+        return {
+            "buffer_x": x.new_empty((0, *x.shape)),
+            "buffer_logp": x.new_empty((0, x.shape[0]), dtype=torch.float64),
+            "buffer_logq": x.new_empty((0, x.shape[0]), dtype=torch.float64),
+            "cursor": 0,
+        }
 
     @torch.no_grad()
     def init(self, x: torch.Tensor) -> FlowChainState:
@@ -84,10 +88,13 @@ class IndependenceMetropolis:
         x, logq = self.flow.sample(n_chains * self.batch, generator)
         logp = self._logp(x)
         return FlowChainState(
-            x=state.x, logp=state.logp, logq=state.logq,
+            x=state.x,
+            logp=state.logp,
+            logq=state.logq,
             buffer_x=x.reshape(self.batch, n_chains, *x.shape[1:]),
             buffer_logp=logp.reshape(self.batch, n_chains),
-            buffer_logq=logq.to(torch.float64).reshape(self.batch, n_chains), cursor=0,
+            buffer_logq=logq.to(torch.float64).reshape(self.batch, n_chains),
+            cursor=0,
         )
 
     @torch.no_grad()
@@ -101,12 +108,21 @@ class IndependenceMetropolis:
         log_ratio = logw_new - (state.logp - state.logq)
         accepted, accept_prob = metropolis_accept(log_ratio, generator)
         new = FlowChainState(
-            x=select(accepted, x_new, state.x), logp=torch.where(accepted, logp_new, state.logp),
-            logq=torch.where(accepted, logq_new, state.logq), buffer_x=state.buffer_x,
-            buffer_logp=state.buffer_logp, buffer_logq=state.buffer_logq, cursor=k + 1,
+            x=select(accepted, x_new, state.x),
+            logp=torch.where(accepted, logp_new, state.logp),
+            logq=torch.where(accepted, logq_new, state.logq),
+            buffer_x=state.buffer_x,
+            buffer_logp=state.buffer_logp,
+            buffer_logq=state.buffer_logq,
+            cursor=k + 1,
         )
-        info = StepInfo(accepted=accepted, accept_prob=accept_prob, dH=nan_like(accept_prob),
-                        logq=new.logq.clone(), proposal_logw=logw_new.clone())
+        info = StepInfo(
+            accepted=accepted,
+            accept_prob=accept_prob,
+            dH=nan_like(accept_prob),
+            logq=new.logq.clone(),
+            proposal_logw=logw_new.clone(),
+        )
         return new, info
 
 

@@ -184,6 +184,8 @@ def sample_replica(
     """Generate (or continue) this rank's replica file of the ensemble described by ``card``."""
     path = prepare_outputs(card, world, resume, overwrite)
     device, dtype = resolve_device(card.device, world.local_rank), resolve_dtype(card.dtype)
+    if card.sampler.kind == "local":
+        device = torch.device("cpu")  # the numba local updates run on the CPU
     theory = build_theory(card)
     built = build_kernel(card, theory, device, dtype, world, progress)
     ss = seed_sequence(card.seed, world.rank, world.size)
@@ -197,7 +199,7 @@ def sample_replica(
             path,
             field_shape=tuple(state.x.shape[1:]),
             n_chains=card.sample.n_chains,
-            field_dtype=str(dtype).removeprefix("torch."),
+            field_dtype=str(state.x.dtype).removeprefix("torch."),
             obs_names=list(theory.observables(state.x)),
             attrs=provenance(card, world, tuple(ss.spawn_key), theory),
         )
@@ -234,7 +236,7 @@ def sample_replica(
                 measure=theory.observables,
                 writer=writer,
                 start=start,
-                field_dtype=dtype,
+                field_dtype=state.x.dtype,  # the kernel's own field dtype (complex for SU(N))
                 on_block=checkpoint,
                 stop_requested=lambda: bool(caught),
                 progress=progress,

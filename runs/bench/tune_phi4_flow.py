@@ -33,17 +33,37 @@ def main():
     flow = build_flow(theory, fcfg, generator=gen)
     n_params = sum(p.numel() for p in flow.parameters())
     cfg = TrainConfig.from_mapping(tcfg)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = train_flow(flow, theory, cfg, gen, progress=False)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     ess, acc = evaluate(flow, theory)
     m = res.metrics
     k = max(1, len(m["ess"]) // 10)
-    trace = [(int(i + 1), round(float(m["seconds"][i]), 1), round(float(m["ess"][max(0, i - 49):i + 1].mean()), 3))
-             for i in range(k - 1, len(m["ess"]), k)]
-    print(json.dumps({"flow": fcfg, "train": tcfg, "seed": seed, "params": n_params, "steps": res.steps_done,
-                      "train_s": round(t1 - t0, 1), "skipped": res.n_skipped, "ess": round(ess, 4),
-                      "acc": round(acc, 4), "trace(step,s,ess50)": trace}))
+    trace = [
+        (
+            int(i + 1),
+            round(float(m["seconds"][i]), 1),
+            round(float(m["ess"][max(0, i - 49) : i + 1].mean()), 3),
+        )
+        for i in range(k - 1, len(m["ess"]), k)
+    ]
+    print(
+        json.dumps(
+            {
+                "flow": fcfg,
+                "train": tcfg,
+                "seed": seed,
+                "params": n_params,
+                "steps": res.steps_done,
+                "train_s": round(t1 - t0, 1),
+                "cpu_s": round(c1 - c0, 1),
+                "skipped": res.n_skipped,
+                "ess": round(ess, 4),
+                "acc": round(acc, 4),
+                "trace(step,s,ess50)": trace,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

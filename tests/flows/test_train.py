@@ -63,7 +63,9 @@ def test_ess_and_acceptance_estimates():
 
 
 def test_schedules():
-    cfg = TrainConfig(steps=100, lr=1e-2, warmup_steps=10, lr_final_factor=0.1, batch_size=16, batch_size_max=64)
+    cfg = TrainConfig(
+        steps=100, lr=1e-2, warmup_steps=10, lr_final_factor=0.1, batch_size=16, batch_size_max=64
+    )
     lrs = [learning_rate(cfg, s) for s in range(100)]
     assert lrs[0] == pytest.approx(1e-3) and max(lrs) == pytest.approx(1e-2) and lrs[-1] > 1e-3
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
@@ -76,8 +78,13 @@ def test_schedules():
 
 def test_training_reduces_loss_and_records_metrics():
     flow = _flow()
-    res = train_flow(flow, THEORY, TrainConfig(steps=60, batch_size=64, lr=5e-3), torch.Generator().manual_seed(1),
-                     progress=False)
+    res = train_flow(
+        flow,
+        THEORY,
+        TrainConfig(steps=60, batch_size=64, lr=5e-3),
+        torch.Generator().manual_seed(1),
+        progress=False,
+    )
     assert res.steps_done == 60 and res.n_skipped == 0 and res.stopped_by == "steps"
     assert set(res.metrics) == set(METRICS) and all(len(v) == 60 for v in res.metrics.values())
     m = res.metrics
@@ -89,12 +96,22 @@ def test_training_reduces_loss_and_records_metrics():
 def test_nan_step_is_skipped_and_weights_stay_clean():
     gen_seed = 2
     reference = _flow()
-    train_flow(reference, THEORY, TrainConfig(steps=3, batch_size=32), torch.Generator().manual_seed(gen_seed),
-               progress=False)
+    train_flow(
+        reference,
+        THEORY,
+        TrainConfig(steps=3, batch_size=32),
+        torch.Generator().manual_seed(gen_seed),
+        progress=False,
+    )
     faulty = _Faulty((4, 4), -4.0, 8.0, nan_calls={4})
     flow = _flow()
-    res = train_flow(flow, faulty, TrainConfig(steps=4, batch_size=32), torch.Generator().manual_seed(gen_seed),
-                     progress=False)
+    res = train_flow(
+        flow,
+        faulty,
+        TrainConfig(steps=4, batch_size=32),
+        torch.Generator().manual_seed(gen_seed),
+        progress=False,
+    )
     assert res.n_skipped == 1 and math.isnan(res.metrics["loss"][3])
     for a, b in zip(_params(flow), _params(reference), strict=True):
         assert torch.isfinite(a).all()
@@ -102,20 +119,38 @@ def test_nan_step_is_skipped_and_weights_stay_clean():
 
 
 def test_time_budget_stops_training():
-    res = train_flow(_flow(), THEORY, TrainConfig(steps=10**6, batch_size=8, max_seconds=0.5),
-                     torch.Generator().manual_seed(3), progress=False)
+    res = train_flow(
+        _flow(),
+        THEORY,
+        TrainConfig(steps=10**6, batch_size=8, max_seconds=0.5),
+        torch.Generator().manual_seed(3),
+        progress=False,
+    )
     assert res.stopped_by == "time" and 0 < res.steps_done < 10**6 and res.seconds < 5
 
 
 def test_checkpoint_for_other_theory_or_flow_is_refused(tmp_path):
     path = tmp_path / "flow.pt"
-    train_flow(_flow(), THEORY, TrainConfig(steps=2, batch_size=8), torch.Generator().manual_seed(4),
-               checkpoint_path=path, progress=False)
+    train_flow(
+        _flow(),
+        THEORY,
+        TrainConfig(steps=2, batch_size=8),
+        torch.Generator().manual_seed(4),
+        checkpoint_path=path,
+        progress=False,
+    )
     assert not (tmp_path / "flow.pt.tmp").exists()
     other = Phi4((4, 4), -3.0, 8.0)
     with pytest.raises(CheckpointMismatch) as exc:
-        train_flow(build_flow(other, FLOW), other, TrainConfig(steps=4), torch.Generator(), checkpoint_path=path,
-                   resume=True, progress=False)
+        train_flow(
+            build_flow(other, FLOW),
+            other,
+            TrainConfig(steps=4),
+            torch.Generator(),
+            checkpoint_path=path,
+            resume=True,
+            progress=False,
+        )
     assert "\n" not in str(exc.value) and "m2" in str(exc.value)
     with pytest.raises(CheckpointMismatch, match="flow"):
         load_flow(path, THEORY, {**FLOW, "n_layers": 4})
@@ -128,18 +163,28 @@ def test_checkpoint_for_other_theory_or_flow_is_refused(tmp_path):
 def test_resumed_training_is_bit_for_bit(tmp_path):
     cfg = TrainConfig(steps=8, batch_size=8, batch_size_max=16, warmup_steps=2, lr=5e-3, checkpoint_every=3)
     full = _flow()
-    res_full = train_flow(full, THEORY, cfg, torch.Generator().manual_seed(5), checkpoint_path=tmp_path / "a.pt",
-                          progress=False)
+    res_full = train_flow(
+        full, THEORY, cfg, torch.Generator().manual_seed(5), checkpoint_path=tmp_path / "a.pt", progress=False
+    )
 
     path = tmp_path / "b.pt"
     killed = _Faulty((4, 4), -4.0, 8.0, raise_call=5)  # dies in step 5, after the checkpoint at step 3
     with pytest.raises(KeyboardInterrupt):
-        train_flow(_flow(), killed, cfg, torch.Generator().manual_seed(5), checkpoint_path=path, progress=False)
+        train_flow(
+            _flow(), killed, cfg, torch.Generator().manual_seed(5), checkpoint_path=path, progress=False
+        )
     assert load_checkpoint(path, THEORY)["step"] == 3
 
     resumed = _flow(seed=99)  # different initial weights and generator: all must come from the checkpoint
-    res = train_flow(resumed, THEORY, cfg, torch.Generator().manual_seed(123), checkpoint_path=path, resume=True,
-                     progress=False)
+    res = train_flow(
+        resumed,
+        THEORY,
+        cfg,
+        torch.Generator().manual_seed(123),
+        checkpoint_path=path,
+        resume=True,
+        progress=False,
+    )
     assert res.steps_done == 8
     for a, b in zip(_params(resumed), _params(full), strict=True):
         assert torch.equal(a, b)

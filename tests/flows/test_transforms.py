@@ -46,8 +46,9 @@ def test_spline_roundtrip_inside_tails_and_edges(scale):
     g = torch.Generator().manual_seed(2)
     x = torch.empty(n, dtype=torch.float64)
     x[:200] = (2 * torch.rand(200, generator=g, dtype=torch.float64) - 1) * BOUND  # inside
-    x[200:300] = torch.sign(torch.randn(100, generator=g, dtype=torch.float64)) * (BOUND + 5 * torch.rand(
-        100, generator=g, dtype=torch.float64))  # tails
+    x[200:300] = torch.sign(torch.randn(100, generator=g, dtype=torch.float64)) * (
+        BOUND + 5 * torch.rand(100, generator=g, dtype=torch.float64)
+    )  # tails
     x_knots, _ = _spline_knots(params)
     idx = torch.randint(0, BINS + 1, (100,), generator=g)
     x[300:] = x_knots[300:].gather(1, idx.unsqueeze(1)).squeeze(1)  # exactly on bin edges, ±bound included
@@ -57,7 +58,9 @@ def test_spline_roundtrip_inside_tails_and_edges(scale):
     assert (xr - x).abs().max() < 1e-10
     assert (ld + ld_inv).abs().max() < 1e-10
     # tails are the identity with zero log-det
-    assert torch.equal(y[200:300], x[200:300]) and torch.equal(ld[200:300], torch.zeros(100, dtype=torch.float64))
+    assert torch.equal(y[200:300], x[200:300]) and torch.equal(
+        ld[200:300], torch.zeros(100, dtype=torch.float64)
+    )
 
 
 def test_spline_knots_map_to_knots_and_monotone():

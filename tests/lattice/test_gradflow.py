@@ -19,6 +19,7 @@ from lattice.gradflow import (
     energy_density,
     energy_density_plaquette,
     flow_generator,
+    flow_scale,
     rk3_step,
     topological_charge,
     wilson_flow,
@@ -136,3 +137,9 @@ def test_wilson_flow_history():
     assert bool((hist.E[1:] < hist.E[:-1]).all()) and bool((hist.E_plaq[1:] < hist.E_plaq[:-1]).all())
     assert torch.allclose(hist.t2E[-1], 0.0625 * energy_density(v))
     assert wilson_flow(th.random_field(1, gen(6))[:, :2, :, :, 0], 0.1)[1].Q is None  # 2D slice: no Q
+
+
+def test_flow_scale_interpolation():
+    t = torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=torch.float64)
+    assert abs(flow_scale(t, torch.tensor([0.0, 0.1, 0.2, 0.4], dtype=torch.float64)) - 2.5) < 1e-12
+    assert math.isnan(flow_scale(t, torch.tensor([0.0, 0.1, 0.2, 0.25], dtype=torch.float64)))

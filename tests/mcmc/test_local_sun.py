@@ -112,6 +112,8 @@ def test_same_seed_same_chain_and_unitarity_over_many_steps():
     assert torch.equal(a.x, b.x) and torch.equal(a.logp, b.logp)
     assert not torch.equal(chain(8)[0].x, a.x)
     assert a.x.dtype == torch.complex128
+    single = kernel.step(kernel.init(a.x.to(torch.complex64)), gen(9))[0]
+    assert single.x.dtype == torch.complex64 and single.logp.dtype == torch.float64
     assert torch.allclose(a.logp, -theory.action(a.x), atol=1e-12, rtol=0)
     assert max(unitarity_violation(a.x)) < 1e-14
     assert info.accepted.all() and torch.isnan(info.logq).all()

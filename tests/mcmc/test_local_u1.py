@@ -99,6 +99,7 @@ def test_same_seed_same_chain():
     assert torch.allclose(a.logp, -theory.action(a.x), atol=1e-12, rtol=0)
     assert info.accepted.all() and torch.equal(info.accept_prob, torch.ones(3, dtype=torch.float64))
     assert torch.isnan(info.dH).all()
+    assert kernel.step(kernel.init(a.x.float()), gen(9))[0].x.dtype == torch.float32
 
 
 def test_2d_beta2_matches_exact_plaquette_and_q2():
@@ -120,3 +121,25 @@ def test_2d_beta2_matches_exact_plaquette_and_q2():
     assert within(q2, exact_u1.q2(2.0, 8)) and q2.err < 0.03
     assert within(chi, exact_u1.chi_t(2.0, 8))
     assert np.abs(series["Q"] - np.round(series["Q"])).max() < 1e-8
+
+
+def test_4d_strong_coupling_plaquette():
+    """D = 4, β = 0.5, L = 3: ⟨cos θ_P⟩ = u + 8u⁵ du/dβ + O(u⁹), u = I_1/I_0 (the 6-plaquette cubes of
+    the strong-coupling expansion, log Z / N_P = log I_0 + (4/3) u⁶ + …); the cube term is resolved.
+    Surfaces wrapping the L = 3 torus enter at O(u⁹)."""
+    beta = 0.5
+    theory = U1((3, 3, 3, 3), beta)
+    kernel = LocalU1(theory, n_overrelax=0)  # heatbath alone decorrelates the plaquette at strong coupling
+    g = gen(12)
+    state = kernel.init(theory.random_field(32, g))
+    for _ in range(10):
+        state, _ = kernel.step(state, g)
+    series = []
+    for _ in range(300):
+        state, _ = kernel.step(state, g)
+        series.append(theory.observables(state.x)["plaquette"].numpy())
+    plaq = gamma_analysis(np.stack(series))
+    u = exact_u1.plaquette_infinite(beta)
+    expansion = u + 8 * u**5 * (1.0 - u / beta - u * u)  # d(I_1/I_0)/dβ = 1 − u/β − u²
+    assert abs(plaq.mean - expansion) < 4 * plaq.err + 2e-4, (plaq.mean, plaq.err, expansion)
+    assert abs(plaq.mean - u) > 4 * plaq.err and plaq.err < 5e-4
