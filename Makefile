@@ -10,9 +10,14 @@ TORCH_SPEC ?= torch==2.13.0
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(PY)
+# The mpi extra (mpi4py + the PyPI mpich wheel) puts mpiexec into $(VENV)/bin, so `make test` also runs
+# the MPI tests under `mpiexec -n 2` without any system MPI. On a cluster use the site's MPI instead
+# (runs/slurm/README_cluster.md).
+EXTRAS ?= test,dev,mpi
+
+$(VENV)/.installed: pyproject.toml Makefile | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test,dev]"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -21,6 +26,7 @@ demo: install
 	$(VENV)/bin/latflow run runs/demo.yaml --overwrite
 
 test: install
+	$(VENV)/bin/mpiexec -n 2 $(PY) -c "from mpi4py import MPI; assert MPI.COMM_WORLD.Get_size() == 2"
 	$(PY) -m pytest -q
 
 lint: install

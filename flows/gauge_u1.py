@@ -21,6 +21,7 @@ Layer i updates direction μ = i mod 2 on the rows ≡ (i // 2) mod 4, so 8 laye
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -31,6 +32,7 @@ from torch import nn
 from flows.circular import CIRCULAR_TRANSFORMS
 from flows.model import Flow
 from flows.nets import ACTIVATIONS, ConvNet, reset_parameters
+from flows.train import load_checkpoint
 from lattice.topology import wrap_angle
 
 TWO_PI = 2.0 * math.pi
@@ -43,7 +45,9 @@ class U1FlowConfig:
 
     coupling: circle transform, ``"spline"`` (circular rational-quadratic, ``bins`` bins) or ``"ncp"``
     (mixture of ``components`` non-compact projections); n_layers: coupling layers (multiples of 8 visit
-    every link equally often); hidden, kernel_size, activation: the conditioner CNN (``flows.nets.ConvNet``).
+    every link equally often); hidden, kernel_size, activation: the conditioner CNN (``flows.nets.ConvNet``);
+    positional: also feed the CNN one-hot x_0 mod 4 and x_1 mod 4 (8 channels), so that it can tell the
+    rows of the period-4 mask pattern apart (gauge equivariance and exactness are unaffected).
     """
 
     coupling: str = "spline"
@@ -53,7 +57,7 @@ class U1FlowConfig:
     activation: str = "tanh"
     bins: int = 8
     components: int = 6
-    positional: bool = True
+    positional: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -140,7 +144,8 @@ def position_features(shape: Sequence[int]) -> torch.Tensor:
     """One-hot channels of x_0 mod 4 and x_1 mod 4, shape ``(8, L0, L1)``: they tell the (otherwise
     translation-equivariant) conditioner where it stands in the period-4 mask pattern."""
     grids = torch.meshgrid(torch.arange(shape[0]), torch.arange(shape[1]), indexing="ij")
-    return torch.cat([torch.nn.functional.one_hot(g % STRIDE, STRIDE).permute(2, 0, 1) for g in grids]).float()
+    hot = [torch.nn.functional.one_hot(g % STRIDE, STRIDE).permute(2, 0, 1) for g in grids]
+    return torch.cat(hot).float()
 
 
 class U1GaugeCoupling(nn.Module):
@@ -230,3 +235,22 @@ def build_u1_flow(
     flow = U1Flow(theory.field_shape, u1_coupling_stack(theory.shape, config), config)
     reset_parameters(flow, generator if generator is not None else torch.Generator().manual_seed(0))
     return flow.to(device=device, dtype=dtype)
+
+
+def load_u1_flow(
+    path: str | os.PathLike,
+    theory: Any,
+    config: U1FlowConfig | Mapping[str, Any] | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> U1Flow:
+    """The trained U(1) flow in the checkpoint at ``path`` (written by ``flows.train.train_flow``),
+    rebuilt from its saved architecture; the theory (and ``config`` when given) must match, else
+    ``flows.train.CheckpointMismatch`` is raised. The counterpart of ``flows.train.load_flow``."""
+    if config is not None and not isinstance(config, U1FlowConfig):
+        config = U1FlowConfig.from_mapping(config)
+    saved = load_checkpoint(path, theory, config.to_dict() if config is not None else None)
+    flow = build_u1_flow(theory, saved["flow_config"], dtype=dtype, device=device)
+    flow.load_state_dict(saved["model"])
+    return flow

@@ -10,12 +10,14 @@ import argparse
 import logging
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 log = logging.getLogger("latflow")
 
 EXIT_USAGE = 2
+INTERRUPTED = 128 + 15  # a run stopped by a signal, with its checkpoint written
 
 
 class UserError(Exception):
@@ -62,6 +64,13 @@ def parser() -> argparse.ArgumentParser:
     meas.add_argument("--plots", metavar="DIR", help="write the observable plots into DIR")
     ver = sub.add_parser("verify", help="checksums, provenance and continuity of replica files")
     ver.add_argument("files", nargs="+")
+    nersc = sub.add_parser("export-nersc", help="write one SU(3) 4D configuration in the NERSC format")
+    nersc.add_argument("ensemble", help="replica file <ensemble>.r<rank>.h5")
+    nersc.add_argument("out", help="output file (NERSC gauge configuration)")
+    nersc.add_argument("--index", type=int, default=-1, help="stored configuration (default: the last)")
+    nersc.add_argument("--chain", type=int, default=0, help="chain within the configuration (default 0)")
+    nersc.add_argument("--storage", choices=("3x3", "3x2"), default="3x3", help="matrix rows stored")
+    nersc.add_argument("--precision", choices=("double", "single"), default="double", help="IEEE64 or 32")
     return ap
 
 
@@ -94,24 +103,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mcmc.flowjob import train_only
 
     card, world = _load(args)
-    train_only(card, world, resume=args.resume, progress=not args.quiet and world.rank == 0)
+    if not train_only(card, world, resume=args.resume, progress=not args.quiet and world.rank == 0):
+        print("latflow: interrupted; training checkpoint written, continue with --resume", file=sys.stderr)
+        raise SystemExit(INTERRUPTED)
     return 0
 
 
 def _sample(args: argparse.Namespace):  # noqa: ANN202
     from mcmc.job import sample_replica
+    from mcmc.parallel import any_rank
 
     card, world = _load(args)
     t0 = time.perf_counter()
     outcome = sample_replica(
         card, world, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet and world.rank == 0
     )
-    if outcome.interrupted:
+    if any_rank(world, outcome.interrupted):  # every rank stops when any rank was asked to
         print(
             f"latflow: interrupted; checkpoint written, continue with --resume ({outcome.path})",
             file=sys.stderr,
         )
-        raise SystemExit(128 + 15)
+        raise SystemExit(INTERRUPTED)
     return card, world, outcome, time.perf_counter() - t0
 
 
@@ -129,9 +141,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     timing = gather_timing(
         world, {"train_s": outcome.train_s, "therm_s": outcome.therm_s, "sample_s": outcome.sample_s}
     )
+    files = replica_files(card, world)  # every rank: it ends with a barrier
     if world.rank != 0:
         return 0
-    summary = summarize_files(replica_files(card, world), S=args.S, timing=timing)
+    summary = summarize_files(files, S=args.S, timing=timing)
     print(render(summary))
     if not args.no_plots:
         plots = write_plots(summary, Path(card.out) / "plots")
@@ -166,21 +179,48 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_export_nersc(args: argparse.Namespace) -> int:
+    from mcmc.nersc import export_from_ensemble
+
+    header = export_from_ensemble(
+        args.ensemble,
+        args.out,
+        index=args.index,
+        chain=args.chain,
+        storage=args.storage,
+        precision=args.precision,
+    )
+    print(f"wrote {args.out} ({header['DATATYPE']}, plaquette {header['PLAQUETTE']})")
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "sample": cmd_sample,
     "run": cmd_run,
     "measure": cmd_measure,
     "verify": cmd_verify,
+    "export-nersc": cmd_export_nersc,
 }
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from mcmc.card import CardError
     from mcmc.job import JobError
+    from mcmc.nersc import NerscError
     from mcmc.store import StoreError
 
-    errors: list[type[BaseException]] = [UserError, CardError, JobError, StoreError, FileNotFoundError]
+    errors: list[type[BaseException]] = [
+        UserError,
+        CardError,
+        JobError,
+        StoreError,
+        NerscError,
+        FileNotFoundError,
+    ]
+    from mcmc.local import LocalKernelError
+
+    errors.append(LocalKernelError)
     try:
         from flows.train import CheckpointMismatch
 
@@ -197,10 +237,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except _user_errors() as exc:
         print(f"latflow {args.command}: error: {exc}", file=sys.stderr)
+        _abort_peers(EXIT_USAGE)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"latflow {args.command}: interrupted", file=sys.stderr)
+        _abort_peers(130)
         return 130
+    except Exception:
+        if _abort_peers(1, dry=True):
+            traceback.print_exc()
+            _abort_peers(1)
+        raise
+
+
+def _abort_peers(code: int, dry: bool = False) -> bool:
+    """Under MPI with several ranks, end the whole job with ``code`` (a rank failing alone would leave
+    the others waiting in a collective); ``dry``: only tell whether that would happen."""
+    if "mcmc.parallel" not in sys.modules:  # MPI was never set up by this command
+        return False
+    from mcmc.parallel import abort, in_parallel
+
+    if not dry:
+        abort(code)
+    return in_parallel()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ for, within the time budget) is resumed where it stopped.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,41 +50,91 @@ def _finished(saved: dict[str, Any], config: TrainConfig) -> bool:
     return saved["step"] >= config.steps or out_of_time
 
 
-def trained_flow(
-    card: Card, theory: Any, device: torch.device, *, progress: bool, resume: bool = True
-) -> tuple[Flow, float]:
-    """The flow for ``card``: loaded when a finished matching checkpoint exists, else trained.
+@dataclass(frozen=True)
+class TrainedFlow:
+    """A trained (or loaded) flow, its cumulative training seconds, and whether a stop request ended
+    its training early (then it must not be used for sampling: ``--resume`` continues the training)."""
 
-    Returns the flow (float32, on ``device``) and the training seconds it cost (cumulative).
+    flow: Flow
+    seconds: float
+    interrupted: bool = False
+
+
+def _checkpoint_status(card: Card, theory: Any, world: World) -> str:
+    """Rank 0 reads the flow checkpoint; every rank gets its verdict: finished, partial or none."""
+    from mcmc.parallel import bcast
+
+    status = "none"
+    if world.rank == 0 and flow_path(card).exists():
+        saved = load_checkpoint(flow_path(card), theory, flow_config(card).to_dict())  # CheckpointMismatch
+        status = "finished" if _finished(saved, train_config(card)) else "partial"
+        log.info(
+            "flow checkpoint %s: %s at step %d (%.1f s)",
+            flow_path(card),
+            status,
+            saved["step"],
+            saved["seconds"],
+        )
+    return bcast(world, status)
+
+
+def trained_flow(
+    card: Card,
+    theory: Any,
+    device: torch.device,
+    *,
+    progress: bool,
+    resume: bool = True,
+    world: World | None = None,
+    stop: Callable[[], bool] = lambda: False,
+) -> TrainedFlow:
+    """The flow for ``card``: loaded when a finished matching checkpoint exists, else trained
+    (data-parallel over the MPI ranks when there are several; see ``mcmc.distributed``).
+
+    The flow is float32, on ``device``; the seconds are cumulative over resumed trainings.
     """
+    world = world or World()
     path, fcfg, tcfg = flow_path(card), flow_config(card), train_config(card)
-    if path.exists():
-        saved = load_checkpoint(path, theory, fcfg.to_dict())  # raises CheckpointMismatch
-        if _finished(saved, tcfg):
-            log.info("using trained flow %s (%d steps, %.1f s)", path, saved["step"], saved["seconds"])
-            return load_flow(path, theory, fcfg, device=device), float(saved["seconds"])
-        log.info("resuming flow training from %s at step %d", path, saved["step"])
+    status = _checkpoint_status(card, theory, world)
+    if status == "finished":
+        flow = load_flow(path, theory, fcfg, device=device)
+        return TrainedFlow(flow, float(load_checkpoint(path, theory, fcfg.to_dict())["seconds"]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    generator = torch_generator(train_seed_sequence(card.seed), device)
-    flow = build_flow(theory, fcfg, generator=generator, device=device)
-    result = train_flow(
-        flow,
-        theory,
-        tcfg,
-        generator,
-        checkpoint_path=path,
-        resume=resume and path.exists(),
-        progress=progress,
-    )
+    seeds = train_seed_sequence(card.seed)
+    generator = torch_generator(seeds, device)
+    flow = build_flow(theory, fcfg, generator=generator, device=device)  # the same weights on every rank
+    resume = resume and status == "partial"
+    if world.size == 1:
+        result = train_flow(
+            flow, theory, tcfg, generator, checkpoint_path=path, resume=resume, progress=progress
+        )
+    else:
+        from mcmc.distributed import process_group, train_distributed
+
+        rank_generator = torch_generator(seeds.spawn(world.size)[world.rank], device)
+        with process_group(world, device):
+            result = train_distributed(
+                flow,
+                theory,
+                tcfg,
+                rank_generator,
+                world,
+                checkpoint_path=path,
+                resume=resume,
+                progress=progress,
+                stop=stop,
+            )
     log.info(
-        "trained flow: %d steps in %.1f s (%d skipped), final ESS %.3f",
+        "trained flow: %d steps in %.1f s (%d skipped, stopped by %s), final ESS %.3f",
         result.steps_done,
         result.seconds,
         result.n_skipped,
+        result.stopped_by,
         float(result.metrics["ess"][-1]) if result.steps_done else 0.0,
     )
-    _plot_training(result.metrics, Path(card.out) / "plots" / "training.png")
-    return flow, result.seconds
+    if world.rank == 0:
+        _plot_training(result.metrics, Path(card.out) / "plots" / "training.png")
+    return TrainedFlow(flow, result.seconds, interrupted=result.stopped_by == "signal")
 
 
 def _plot_training(metrics: dict[str, Any], path: Path) -> None:
@@ -95,23 +147,43 @@ def _plot_training(metrics: dict[str, Any], path: Path) -> None:
 
 
 def flow_kernel(
-    card: Card, theory: Any, device: torch.device, dtype: torch.dtype, world: World, progress: bool
+    card: Card,
+    theory: Any,
+    device: torch.device,
+    dtype: torch.dtype,
+    world: World,
+    progress: bool,
+    *,
+    stop: Callable[[], bool] = lambda: False,
 ) -> KernelBuild:
-    """Train or load the flow (rank 0 trains), then the independence-Metropolis kernel on it."""
+    """Train or load the flow (all ranks together), then the independence-Metropolis kernel on it."""
     from mcmc.independence import IndependenceMetropolis
 
-    flow, train_s = trained_flow(card, theory, device, progress=progress)
-    proposal = flow.as_float64()
+    trained = trained_flow(card, theory, device, progress=progress, world=world, stop=stop)
+    proposal = trained.flow.as_float64()
     kernel = IndependenceMetropolis(theory, proposal, batch=card.sample.proposal_batch)
-    return KernelBuild(kernel, train_s=train_s, model_hash=model_hash(proposal.state_dict()))
+    return KernelBuild(
+        kernel,
+        train_s=trained.seconds,
+        model_hash=model_hash(proposal.state_dict()),
+        interrupted=trained.interrupted,
+    )
 
 
-def train_only(card: Card, world: World, *, resume: bool, progress: bool) -> None:
-    """``latflow train``: fit the flow for ``card`` and save its checkpoint."""
+def train_only(card: Card, world: World, *, resume: bool, progress: bool) -> bool:
+    """``latflow train``: fit the flow for ``card`` and save its checkpoint; False when interrupted."""
+    from mcmc.job import stop_signals
+    from mcmc.parallel import any_rank
+
     theory = build_theory(card)
     device = resolve_device(card.device, world.local_rank)
     path = flow_path(card)
-    if path.exists() and not resume:
+    if any_rank(world, path.exists() and not resume):
         raise CardError(f"{path} exists; pass --resume to continue training it, or delete it to start over")
-    _, seconds = trained_flow(card, theory, device, progress=progress, resume=resume)
-    print(f"flow checkpoint: {path} (training time {seconds:.1f} s)")
+    with stop_signals() as caught:
+        trained = trained_flow(
+            card, theory, device, progress=progress, resume=resume, world=world, stop=lambda: bool(caught)
+        )
+    if world.rank == 0:
+        print(f"flow checkpoint: {path} (training time {trained.seconds:.1f} s)")
+    return not trained.interrupted

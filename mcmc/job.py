@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +50,7 @@ class KernelBuild:
     kernel: Any
     train_s: float = 0.0
     model_hash: str = ""
+    interrupted: bool = False  # a stop request ended the flow's training early
 
 
 @dataclass(frozen=True)
@@ -65,16 +66,24 @@ class SampleOutcome:
 
 
 def build_kernel(
-    card: Card, theory: object, device: torch.device, dtype: torch.dtype, world: World, progress: bool
+    card: Card,
+    theory: object,
+    device: torch.device,
+    dtype: torch.dtype,
+    world: World,
+    progress: bool,
+    *,
+    stop: Callable[[], bool] = lambda: False,
 ) -> KernelBuild:
-    """The Markov kernel named by ``card.sampler.kind``; a flow is trained or loaded first."""
+    """The Markov kernel named by ``card.sampler.kind``; a flow is trained or loaded first (``stop``
+    polled by distributed training turns true when the job is asked to stop)."""
     kind = card.sampler.kind
     if kind == "hmc":
         return KernelBuild(HMC(theory, card.hmc.tau, card.hmc.n_steps, card.hmc.integrator))
     if kind == "flow":
         from mcmc.flowjob import flow_kernel
 
-        return flow_kernel(card, theory, device, dtype, world, progress)
+        return flow_kernel(card, theory, device, dtype, world, progress, stop=stop)
     if kind == "local":
         from mcmc.local import local_kernel
 
@@ -145,8 +154,21 @@ def stop_signals() -> Iterator[list[int]]:
             signal.signal(sig, handler)
 
 
+def chain_settings(card: Card, world: World) -> dict[str, int]:
+    """Settings besides the physics hash that a resumed chain must share with its start."""
+    settings = {
+        "sample.n_therm": card.sample.n_therm,
+        "sample.n_chains": card.sample.n_chains,
+        "sample.every": card.sample.every,
+        "n_replicas": world.size,
+    }
+    if card.sampler.kind == "flow":
+        settings["sample.proposal_batch"] = card.sample.proposal_batch
+    return settings
+
+
 def _checkpoint_payload(
-    card: Card, model_hash: str, state: Any, generator: torch.Generator, pos: Position
+    card: Card, world: World, model_hash: str, state: Any, generator: torch.Generator, pos: Position
 ) -> dict[str, Any]:
     return {
         "state": state_to_dict(state),
@@ -155,14 +177,12 @@ def _checkpoint_payload(
         "n_stored": pos.n_stored,
         "physics_hash": card.physics_hash(),
         "model_hash": model_hash,
+        "chain": chain_settings(card, world),
     }
 
 
-def _load_checkpoint(path: Path, card: Card, model_hash: str) -> dict[str, Any] | None:
-    ckpt = checkpoint_path(path)
-    if not ckpt.exists():
-        return None
-    payload = torch.load(ckpt, weights_only=True, map_location="cpu")
+def _check_resumable(ckpt: Path, payload: dict[str, Any], card: Card, world: World, model_hash: str) -> None:
+    """Refuse a resume whose card changed anything but ``sample.n_configs`` (which may only grow)."""
     if payload["physics_hash"] != card.physics_hash():
         raise JobError(
             f"{ckpt}: resume refused, the card changed the theory, sampler, flow, seed or dtype "
@@ -170,7 +190,64 @@ def _load_checkpoint(path: Path, card: Card, model_hash: str) -> dict[str, Any] 
         )
     if payload["model_hash"] != model_hash:
         raise JobError(f"{ckpt}: resume refused, the flow model differs from the one this ensemble used")
+    for key, was in payload.get("chain", {}).items():
+        now = chain_settings(card, world).get(key)
+        if now != was:
+            raise JobError(
+                f"{ckpt}: resume refused, {key} was {was} and is now {now} (only sample.n_configs may grow)"
+            )
+    if card.sample.n_configs < payload["n_stored"]:
+        raise JobError(
+            f"{ckpt}: resume refused, sample.n_configs = {card.sample.n_configs} is below the "
+            f"{payload['n_stored']} configurations already stored (n_configs may only grow)"
+        )
+
+
+def _load_checkpoint(path: Path, card: Card, world: World, model_hash: str) -> dict[str, Any] | None:
+    ckpt = checkpoint_path(path)
+    if not ckpt.exists():
+        return None
+    payload = torch.load(ckpt, weights_only=True, map_location="cpu")
+    _check_resumable(ckpt, payload, card, world, model_hash)
     return payload
+
+
+def _open_writer(
+    card: Card,
+    world: World,
+    path: Path,
+    built: KernelBuild,
+    theory: Any,
+    state: Any,
+    generator: torch.Generator,
+) -> tuple[EnsembleWriter, Any, Position]:
+    """A new replica file, or (``--resume`` with a checkpoint) the old one truncated to the checkpoint,
+    with the chain state and generator restored; returns the writer, the state and the position."""
+    payload = _load_checkpoint(path, card, world, built.model_hash) if path.exists() else None
+    if payload is None:
+        path.unlink(missing_ok=True)
+        checkpoint_path(path).unlink(missing_ok=True)
+        ss = seed_sequence(card.seed, world.rank, world.size)
+        writer = EnsembleWriter.create(
+            path,
+            field_shape=tuple(state.x.shape[1:]),
+            n_chains=card.sample.n_chains,
+            field_dtype=str(state.x.dtype).removeprefix("torch."),
+            obs_names=list(theory.observables(state.x)),
+            attrs=provenance(card, world, tuple(ss.spawn_key), theory),
+        )
+        return writer, state, Position()
+    writer = EnsembleWriter.reopen(
+        path, payload["n_stored"], {"n_configs_target": card.sample.n_configs, "card": card.to_yaml()}
+    )
+    device = state.x.device
+    state = state_from_dict(
+        state, {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in payload["state"].items()}
+    )
+    generator.set_state(payload["generator"])
+    start = Position(payload["update"], payload["n_stored"])
+    log.info("resuming %s at update %d with %d stored configurations", path, start.update, start.n_stored)
+    return writer, state, start
 
 
 def sample_replica(
@@ -181,53 +258,38 @@ def sample_replica(
     overwrite: bool = False,
     progress: bool = True,
 ) -> SampleOutcome:
-    """Generate (or continue) this rank's replica file of the ensemble described by ``card``."""
-    path = prepare_outputs(card, world, resume, overwrite)
-    device, dtype = resolve_device(card.device, world.local_rank), resolve_dtype(card.dtype)
-    if card.sampler.kind == "local":
-        device = torch.device("cpu")  # the numba local updates run on the CPU
-    theory = build_theory(card)
-    built = build_kernel(card, theory, device, dtype, world, progress)
-    ss = seed_sequence(card.seed, world.rank, world.size)
-    generator = torch_generator(ss, device)
-    state = initial_state(built.kernel, theory, card.sample.n_chains, generator, dtype, device)
-    payload = _load_checkpoint(path, card, built.model_hash) if resume and path.exists() else None
-    if payload is None:
-        path.unlink(missing_ok=True)
-        checkpoint_path(path).unlink(missing_ok=True)
-        writer = EnsembleWriter.create(
-            path,
-            field_shape=tuple(state.x.shape[1:]),
-            n_chains=card.sample.n_chains,
-            field_dtype=str(state.x.dtype).removeprefix("torch."),
-            obs_names=list(theory.observables(state.x)),
-            attrs=provenance(card, world, tuple(ss.spawn_key), theory),
-        )
-        start = Position()
-    else:
-        writer = EnsembleWriter.reopen(path, payload["n_stored"])
-        writer.set_attrs(n_configs_target=card.sample.n_configs, card=card.to_yaml())
-        state = state_from_dict(
-            state,
-            {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in payload["state"].items()},
-        )
-        generator.set_state(payload["generator"])
-        start = Position(payload["update"], payload["n_stored"])
-        log.info("resuming %s at update %d with %d stored configurations", path, start.update, start.n_stored)
-    config_bytes = state.x[0].numel() * state.x.element_size() * card.sample.n_chains
-    schedule = Schedule(
-        card.sample.n_therm,
-        card.sample.n_configs,
-        card.sample.every,
-        block=max(1, min(card.sample.checkpoint_every, (64 << 20) // config_bytes)),
-    )
+    """Generate (or continue) this rank's replica file of the ensemble described by ``card``.
 
-    def checkpoint(st: Any, pos: Position) -> None:
-        save_atomic(_checkpoint_payload(card, built.model_hash, st, generator, pos), checkpoint_path(path))
+    SIGTERM, SIGUSR1 and SIGINT stop the job cleanly: during sampling the current block is written
+    and checkpointed; during (distributed) flow training the training checkpoint is written and no
+    sampling starts. Either way the outcome is ``interrupted`` and ``--resume`` continues.
+    """
+    with stop_signals() as caught:
+        path = prepare_outputs(card, world, resume, overwrite)
+        device, dtype = resolve_device(card.device, world.local_rank), resolve_dtype(card.dtype)
+        if card.sampler.kind == "local":
+            device = torch.device("cpu")  # the numba local updates run on the CPU
+        theory = build_theory(card)
+        built = build_kernel(card, theory, device, dtype, world, progress, stop=lambda: bool(caught))
+        if caught or built.interrupted:
+            return SampleOutcome(path, float("nan"), built.train_s, 0.0, 0.0, True)
+        generator = torch_generator(seed_sequence(card.seed, world.rank, world.size), device)
+        state = initial_state(built.kernel, theory, card.sample.n_chains, generator, dtype, device)
+        writer, state, start = _open_writer(card, world, path, built, theory, state, generator)
+        config_bytes = state.x[0].numel() * state.x.element_size() * card.sample.n_chains
+        schedule = Schedule(
+            card.sample.n_therm,
+            card.sample.n_configs,
+            card.sample.every,
+            block=max(1, min(card.sample.checkpoint_every, (64 << 20) // config_bytes)),
+        )
 
-    complete = False
-    try:
-        with stop_signals() as caught:
+        def checkpoint(st: Any, pos: Position) -> None:
+            payload = _checkpoint_payload(card, world, built.model_hash, st, generator, pos)
+            save_atomic(payload, checkpoint_path(path))
+
+        complete = False
+        try:
             result = run_chain(
                 built.kernel,
                 state,
@@ -241,9 +303,9 @@ def sample_replica(
                 stop_requested=lambda: bool(caught),
                 progress=progress,
             )
-        complete = not result.interrupted
-    finally:
-        writer.close(complete=complete)
+            complete = not result.interrupted
+        finally:
+            writer.close(complete=complete)
     return SampleOutcome(
         path, result.acceptance, built.train_s, result.therm_s, result.sample_s, result.interrupted
     )

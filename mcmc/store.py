@@ -13,12 +13,21 @@ that update (NaN without a proposal density); it gives the reweighting ESS.
 All datasets are chunked, resizable along axis 0 and appended together. The root attribute
 ``status`` is "running" until the run finishes, then "complete", so an interrupted or failed
 run never leaves a file that looks complete.
+
+Crash safety. A file is written in HDF5's single-writer/multiple-reader (SWMR) mode (file format
+bounds ``LIBVER``): its metadata are flushed in an order that keeps the file on disk a valid HDF5
+file at every moment, so a writer killed with SIGKILL, even in the middle of an append, leaves a
+readable file holding every block flushed before the kill (its rows may disagree in length across
+datasets; a resume truncates them all to the checkpoint's count). Such a file keeps the "open for
+writing" flags of its superblock: readers open it in SWMR-read mode, and ``reopen`` clears the
+flags (what ``h5clear -s`` does) before appending again.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import struct
 import tempfile
 import zlib
 from collections.abc import Mapping
@@ -31,6 +40,7 @@ import h5py
 import numpy as np
 
 FORMAT_VERSION = 1
+LIBVER = ("v110", "v110")  # superblock v3, readable by HDF5 >= 1.10; needed for SWMR
 CHAIN_DATASETS = ("accepted", "logp", "logq", "dH", "proposal_logw")
 
 
@@ -93,7 +103,10 @@ def _create(f: h5py.File, name: str, row_shape: tuple[int, ...], dtype: Any, row
 
 
 class EnsembleWriter:
-    """Append-only writer of one replica file; every dataset grows together, one ``Block`` at a time."""
+    """Append-only writer of one replica file; every dataset grows together, one ``Block`` at a time.
+
+    The file stays open in SWMR mode between blocks, and every append ends with a flush.
+    """
 
     def __init__(self, path: str | Path, f: h5py.File) -> None:
         self.path = Path(path)
@@ -113,7 +126,7 @@ class EnsembleWriter:
         """Create a new file with empty datasets and provenance attributes; refuses to overwrite."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        f = h5py.File(path, "x")
+        f = h5py.File(path, "x", libver=LIBVER)
         config_bytes = int(np.prod(field_shape)) * n_chains * np.dtype(field_dtype).itemsize
         rows = int(min(256, max(1, 2**20 // max(config_bytes, 1))))
         _create(f, "configs", (n_chains, *field_shape), field_dtype, rows)
@@ -131,20 +144,29 @@ class EnsembleWriter:
         for key, value in attrs.items():
             f.attrs[key] = value
         f.flush()
+        _start_swmr(f)
         return cls(path, f)
 
     @classmethod
-    def reopen(cls, path: str | Path, n_rows: int) -> EnsembleWriter:
-        """Open an existing file for appending, truncated to its first ``n_rows`` rows (the checkpoint's)."""
-        f = h5py.File(path, "r+")
-        n_have = f["traj"].shape[0]
+    def reopen(cls, path: str | Path, n_rows: int, attrs: Mapping[str, Any] | None = None) -> EnsembleWriter:
+        """Open an existing file for appending, truncated to its first ``n_rows`` rows (the checkpoint's).
+
+        A file left by a killed writer is recovered first (its open-for-writing flags are cleared);
+        ``attrs`` are updated before appending starts.
+        """
+        f = _open_for_writing(Path(path))
+        datasets = _row_datasets(f)
+        n_have = min(ds.shape[0] for ds in datasets)
         if n_have < n_rows:
             f.close()
             raise StoreError(f"{path}: holds {n_have} configurations, fewer than the checkpoint's {n_rows}")
-        for ds in _row_datasets(f):
+        for ds in datasets:
             ds.resize(n_rows, axis=0)
         f.attrs["status"] = "running"
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
         f.flush()
+        _start_swmr(f)
         return cls(path, f)
 
     @property
@@ -152,13 +174,12 @@ class EnsembleWriter:
         return int(self._f["traj"].shape[0])
 
     def append(self, block: Block) -> None:
-        """Append one block to every dataset and flush it to disk."""
+        """Append one block to every dataset, flush and fsync it (``traj`` is grown last)."""
         n0, n = self.n_rows, len(block)
         if n == 0:
             return
         columns = {
             "configs": block.configs,
-            "traj": block.traj,
             "crc32": config_crc32(block.configs),
             "accepted": block.accepted,
             "logp": block.logp,
@@ -166,24 +187,124 @@ class EnsembleWriter:
             "dH": block.dH,
             "proposal_logw": block.proposal_logw,
             **{f"obs/{k}": v for k, v in block.obs.items()},
+            "traj": block.traj,
         }
         for name, values in columns.items():
             ds = self._f[name]
             ds.resize(n0 + n, axis=0)
             ds[n0:] = values
         self._f.flush()
-
-    def set_attrs(self, **attrs: Any) -> None:
-        for key, value in attrs.items():
-            self._f.attrs[key] = value
-        self._f.flush()
+        os.fsync(self._f.id.get_vfd_handle())  # on disk before the checkpoint that counts these rows
 
     def close(self, complete: bool = False) -> None:
-        """Close the file; mark it ``status = complete`` only when ``complete`` is true."""
-        if self._f.id.valid:
-            if complete:
-                self._f.attrs["status"] = "complete"
-            self._f.close()
+        """Close the file; mark it ``status = complete`` only when ``complete`` is true.
+
+        The status is written after the SWMR session is closed, in a short ordinary session.
+        """
+        if not self._f.id.valid:
+            return
+        self._f.close()
+        if complete:
+            with h5py.File(self.path, "r+", libver=LIBVER) as f:
+                f.attrs["status"] = "complete"
+
+
+def _start_swmr(f: h5py.File) -> None:
+    """Switch to SWMR writing; files from before SWMR (superblock < v3) stay in ordinary mode."""
+    try:
+        f.swmr_mode = True
+    except (ValueError, RuntimeError, OSError):
+        f.flush()
+
+
+def _open_for_writing(path: Path) -> h5py.File:
+    """``r+`` with the file-format bounds of ``LIBVER``, clearing a killed writer's flags if needed."""
+    if not path.is_file():
+        raise StoreError(f"no such ensemble file: {path}")
+    try:
+        return h5py.File(path, "r+", libver=LIBVER)
+    except OSError as exc:
+        if not _left_open(exc) or not clear_open_flags(path):
+            raise StoreError(f"{path}: cannot be opened for appending ({exc})") from None
+    return h5py.File(path, "r+", libver=LIBVER)
+
+
+def _left_open(exc: OSError) -> bool:
+    return "already open for write" in str(exc)
+
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+# lookup3's mix and final rounds as (target, source, [adder,] rotation) over the state (a, b, c)
+_MIX = ((0, 2, 1, 4), (1, 0, 2, 6), (2, 1, 0, 8), (0, 2, 1, 16), (1, 0, 2, 19), (2, 1, 0, 4))
+_FINAL = ((2, 1, 14), (0, 2, 11), (1, 0, 25), (2, 1, 16), (0, 2, 4), (1, 0, 14), (2, 1, 24))
+
+
+def _rot(x: int, k: int) -> int:
+    return ((x << k) | (x >> (32 - k))) & 0xFFFFFFFF
+
+
+def lookup3(data: bytes, initval: int = 0) -> int:
+    """Bob Jenkins' lookup3 ``hashlittle``, the checksum of HDF5 metadata (superblock v2/v3)."""
+    m = 0xFFFFFFFF
+    a = b = c = (0xDEADBEEF + len(data) + initval) & m
+    if not data:
+        return c
+    words = struct.unpack(f"<{(len(data) + 11) // 12 * 3}I", data + bytes(-len(data) % 12))
+    for i in range(0, len(words) - 3, 3):
+        a, b, c = (a + words[i]) & m, (b + words[i + 1]) & m, (c + words[i + 2]) & m
+        for x, y, z, k in _MIX:
+            v = [a, b, c]
+            v[x] = ((v[x] - v[y]) & m) ^ _rot(v[y], k)
+            v[y] = (v[y] + v[z]) & m
+            a, b, c = v
+    a, b, c = (a + words[-3]) & m, (b + words[-2]) & m, (c + words[-1]) & m
+    for x, y, k in _FINAL:
+        v = [a, b, c]
+        v[x] = ((v[x] ^ v[y]) - _rot(v[y], k)) & m
+        a, b, c = v
+    return c
+
+
+def recorded_size(path: str | Path) -> int | None:
+    """The end-of-file address an HDF5 superblock (v0–v3, at offset 0) records; None if unknown."""
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if head[:8] != _HDF5_SIGNATURE or len(head) < 16:
+        return None
+    if head[8] in (2, 3):
+        size, at = head[9], 12 + 2 * head[9]
+    elif head[8] in (0, 1):
+        size = head[13]
+        at = 24 + 4 * head[8] + 2 * size
+    else:
+        return None
+    return int.from_bytes(head[at : at + size], "little")
+
+
+def clear_open_flags(path: str | Path) -> bool:
+    """Clear the "open for (SWMR) writing" flags a killed writer leaves in a v2/v3 superblock at offset 0
+    (as ``h5clear -s``), and extend a file shorter than its recorded end of file. True when changed."""
+    path = Path(path)
+    with open(path, "r+b") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:8] != _HDF5_SIGNATURE or head[8] not in (2, 3) or head[11] == 0:
+            return False
+        n = 12 + 4 * head[9]
+        sb = bytearray(head + fh.read(n - 8))
+        if struct.unpack("<I", sb[n : n + 4])[0] != lookup3(bytes(sb[:n])):
+            raise StoreError(f"{path}: the HDF5 superblock checksum is wrong; the file is damaged")
+        sb[11] = 0
+        sb[n : n + 4] = struct.pack("<I", lookup3(bytes(sb[:n])))
+        fh.seek(0)
+        fh.write(sb)
+        fh.flush()
+        os.fsync(fh.fileno())
+    eof = recorded_size(path) or 0
+    if path.stat().st_size < eof:
+        os.truncate(path, eof)
+    return True
 
 
 def _row_datasets(f: h5py.File) -> list[h5py.Dataset]:
@@ -216,13 +337,28 @@ def open_for_reading(path: str | Path) -> h5py.File:
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise StoreError(f"{path}: not a readable HDF5 file ({exc})") from None
+        f = _open_left_open(path, exc)
     version = f.attrs.get("format_version")
     if version != FORMAT_VERSION:
         f.close()
         shown = "missing" if version is None else str(version)
         raise StoreError(f"{path}: format_version {shown} is not the supported {FORMAT_VERSION}")
     return f
+
+
+def _open_left_open(path: Path, exc: OSError) -> h5py.File:
+    """A file still flagged open for writing (a live or killed writer) is read in SWMR-read mode."""
+    if _left_open(exc):
+        try:
+            return h5py.File(path, "r", swmr=True)
+        except OSError as exc2:
+            exc = exc2
+    recorded, size = recorded_size(path), path.stat().st_size
+    if recorded is not None and size < recorded:
+        raise StoreError(
+            f"{path}: truncated file, {size} bytes of the {recorded} its HDF5 superblock records"
+        )
+    raise StoreError(f"{path}: not a readable HDF5 file ({exc})") from None
 
 
 def read_ensemble(path: str | Path) -> Ensemble:

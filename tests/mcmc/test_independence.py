@@ -18,6 +18,16 @@ from mcmc.kernel import Kernel
 from observables.gamma import gamma_analysis
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: these small tensors gain nothing from two, and on a loaded 2-core machine
+    two threads spin-wait on each other (10× slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class Gaussian:
     """S = Σ_x φ_x² / (2σ²): independent N(0, σ²) sites; ⟨φ²⟩ = σ² exactly."""
 
