@@ -42,7 +42,9 @@ class TrainConfig:
     the run until it reaches batch_size_max (None: constant); lr: peak Adam learning rate, reached
     after warmup_steps of linear warm-up, then a cosine decay to lr·lr_final_factor at ``steps``;
     schedule: "cosine" or "constant"; grad_clip: max global gradient norm (None: off);
-    max_seconds: wall-clock budget (None: none); checkpoint_every: steps between checkpoints
+    max_seconds: wall-clock budget (None: none); time_schedule: let the schedules follow the clock
+    when it runs ahead of the steps (see :func:`schedule_progress`; bit-for-bit reproducible only
+    while the steps lead, e.g. always when max_seconds is None); checkpoint_every: steps between checkpoints
     (0: only at the end); log_every: steps between progress-bar updates.
     """
 
@@ -55,6 +57,7 @@ class TrainConfig:
     schedule: str = "cosine"
     grad_clip: float | None = 10.0
     max_seconds: float | None = None
+    time_schedule: bool = True
     checkpoint_every: int = 0
     log_every: int = 10
 
@@ -90,24 +93,36 @@ class TrainResult:
     stopped_by: str
 
 
-def learning_rate(config: TrainConfig, step: int) -> float:
-    """LR at (0-based) ``step``: linear warm-up to ``lr``, then cosine decay or constant."""
+def schedule_progress(config: TrainConfig, step: int, seconds: float = 0.0) -> float:
+    """Fraction of the run done before (0-based) ``step``: step/steps, or, with ``time_schedule`` and a
+    ``max_seconds`` budget, max(step/steps, seconds/max_seconds), so that a slow machine still anneals."""
+    frac = step / max(config.steps, 1)
+    if config.time_schedule and config.max_seconds is not None:
+        frac = max(frac, seconds / config.max_seconds)
+    return min(frac, 1.0)
+
+
+def learning_rate(config: TrainConfig, step: int, seconds: float = 0.0) -> float:
+    """LR at (0-based) ``step`` after ``seconds`` of training: linear warm-up over ``warmup_steps`` to
+    ``lr``, then constant or a cosine decay to ``lr·lr_final_factor`` over the rest of the run
+    (as measured by :func:`schedule_progress`)."""
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     if config.schedule == "constant":
         return config.lr
-    span = max(config.steps - config.warmup_steps, 1)
-    progress = min((step - config.warmup_steps) / span, 1.0)
+    start = config.warmup_steps / max(config.steps, 1)
+    frac = min(max((schedule_progress(config, step, seconds) - start) / max(1.0 - start, 1e-12), 0.0), 1.0)
     floor = config.lr * config.lr_final_factor
-    return floor + (config.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return floor + (config.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
-def batch_size(config: TrainConfig, step: int) -> int:
-    """Batch at ``step``: ``batch_size``·2^j, doubling at equal fractions of ``steps``, up to the max."""
+def batch_size(config: TrainConfig, step: int, seconds: float = 0.0) -> int:
+    """Batch at ``step``: ``batch_size``·2^j, doubling at equal fractions of the run (as measured by
+    :func:`schedule_progress`), up to ``batch_size_max``."""
     if config.batch_size_max is None or config.batch_size_max == config.batch_size:
         return config.batch_size
     n_doublings = math.ceil(math.log2(config.batch_size_max / config.batch_size))
-    stage = min(step * (n_doublings + 1) // max(config.steps, 1), n_doublings)
+    stage = min(int(schedule_progress(config, step, seconds) * (n_doublings + 1)), n_doublings)
     return min(config.batch_size * 2**stage, config.batch_size_max)
 
 
@@ -230,9 +245,10 @@ def _train_step(
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     step: int,
+    seconds: float,
 ) -> tuple[dict[str, float], bool]:
     """One Adam step on a fresh batch; returns the step's metrics and whether it was skipped."""
-    lr, n = learning_rate(config, step), batch_size(config, step)
+    lr, n = learning_rate(config, step, seconds), batch_size(config, step, seconds)
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
@@ -302,7 +318,7 @@ def train_flow(
         if config.max_seconds is not None and elapsed() >= config.max_seconds:
             stopped_by = "time"
             break
-        metrics, skipped = _train_step(flow, theory, config, optimizer, generator, step)
+        metrics, skipped = _train_step(flow, theory, config, optimizer, generator, step, elapsed())
         n_skipped += int(skipped)
         step += 1
         metrics["seconds"] = elapsed()

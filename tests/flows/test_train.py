@@ -83,6 +83,14 @@ def test_schedules():
     sizes = [batch_size(cfg, s) for s in range(100)]
     assert sizes[0] == 16 and sizes[-1] == 64 and sorted(sizes) == sizes and set(sizes) == {16, 32, 64}
     assert learning_rate(TrainConfig(schedule="constant", lr=3e-3), 500) == 3e-3
+    # with a time budget the schedule follows the clock when it runs ahead of the steps
+    timed = TrainConfig(steps=100, lr=1e-2, lr_final_factor=0.1, max_seconds=10.0, batch_size=16,
+                        batch_size_max=64)
+    assert learning_rate(timed, 20, seconds=0.5) == learning_rate(timed, 20)  # steps lead
+    assert learning_rate(timed, 20, seconds=10.0) == pytest.approx(1e-3)  # the clock leads
+    assert batch_size(timed, 20, seconds=9.9) == 64 and batch_size(timed, 20, seconds=0.1) == 16
+    untimed = TrainConfig(steps=100, lr=1e-2, max_seconds=10.0, time_schedule=False)
+    assert learning_rate(untimed, 10, seconds=10.0) == learning_rate(untimed, 10)
     with pytest.raises(ValueError, match="unknown train key"):
         TrainConfig.from_mapping({"stepz": 3})
 
