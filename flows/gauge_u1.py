@@ -57,6 +57,7 @@ class U1FlowConfig:
     activation: str = "tanh"
     bins: int = 8
     components: int = 6
+    loops: bool = True
     positional: bool = False
 
     def __post_init__(self) -> None:
@@ -165,7 +166,9 @@ class U1GaugeCoupling(nn.Module):
         self.register_buffer("frozen_mask", masks["frozen"].to(torch.get_default_dtype()), persistent=False)
         self.register_buffer("active_index", torch.nonzero(masks["active"].flatten()).squeeze(1),
                              persistent=False)
-        channels = 2
+        self.loops = config.loops
+        self.register_buffer("active_mask", masks["active"].to(torch.get_default_dtype()), persistent=False)
+        channels = 4 if config.loops else 2
         if config.positional:
             self.register_buffer("position", position_features(self.shape), persistent=False)
             channels += self.position.shape[0]
@@ -176,7 +179,12 @@ class U1GaugeCoupling(nn.Module):
     def _params(self, plaq: torch.Tensor) -> torch.Tensor:
         """Circle-map parameters ``(B, n_active, P)`` from the frozen plaquettes of ``plaq (B, L0, L1)``."""
         mask = self.frozen_mask.to(plaq.dtype)
-        features = torch.stack([torch.cos(plaq) * mask, torch.sin(plaq) * mask], dim=1)
+        channels = [torch.cos(plaq) * mask, torch.sin(plaq) * mask]
+        if self.loops:  # the 1×2 loop active + passive does not contain the updated link
+            active = self.active_mask.to(plaq.dtype)
+            loop = plaq + torch.roll(plaq, 1, dims=2 if self.mu == 0 else 1)
+            channels += [torch.cos(loop) * active, torch.sin(loop) * active]
+        features = torch.stack(channels, dim=1)
         if self.position is not None:
             position = self.position.to(plaq.dtype).expand(plaq.shape[0], -1, -1, -1)
             features = torch.cat([features, position], dim=1)

@@ -7,14 +7,18 @@ Every section except ``theory`` has defaults. An unknown key, a wrong type or a 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
+from flows.gauge_sun import SUNFlowConfig
+from flows.gauge_u1 import U1FlowConfig
 from flows.model import FlowConfig
 from flows.train import TrainConfig
 
@@ -85,37 +89,53 @@ class LocalCard(_Section):
     n_overrelax: int = Field(default=2, ge=0)
 
 
-_FLOW, _TRAIN = FlowConfig(), TrainConfig()
+def _optional_section(name: str, doc: str, *configs: type) -> type[BaseModel]:
+    """A card section whose keys are the union of the fields of ``configs`` (frozen dataclasses).
+
+    Every key defaults to None, meaning "the builder's default"; the keys a given theory's builder
+    accepts are checked by ``section_settings``. Deriving the section from the dataclasses keeps the
+    card and the library from drifting apart.
+    """
+    fields_: dict[str, Any] = {}
+    for config in configs:
+        hints = typing.get_type_hints(config)
+        for f in dataclasses.fields(config):
+            fields_.setdefault(f.name, (hints[f.name] | None, None))
+    return create_model(name, __base__=_Section, __doc__=doc, **fields_)
 
 
-class FlowCard(_Section):
-    """Flow architecture; the defaults are those of ``flows.model.FlowConfig`` (tuned for φ⁴ at L = 8)."""
-
-    coupling: Literal["affine", "spline"] = _FLOW.coupling
-    n_layers: int = Field(default=_FLOW.n_layers, ge=1)
-    hidden: tuple[int, ...] = _FLOW.hidden
-    kernel_size: int = Field(default=_FLOW.kernel_size, ge=1)
-    activation: str = _FLOW.activation
-    bins: int = Field(default=_FLOW.bins, ge=1)
-    bound: float = Field(default=_FLOW.bound, gt=0)
+FlowCard = _optional_section(
+    "FlowCard", "Flow architecture; unset keys take the defaults of the theory's flow family "
+    "(flows.model.FlowConfig for φ⁴, flows.gauge_u1.U1FlowConfig, flows.gauge_sun.SUNFlowConfig).",
+    FlowConfig, U1FlowConfig, SUNFlowConfig)
+_TrainBase = _optional_section(
+    "_TrainBase", "Reverse-KL training; unset keys take the defaults of flows.train.TrainConfig.",
+    TrainConfig)
 
 
-class TrainCard(_Section):
-    """Reverse-KL training; the defaults are those of ``flows.train.TrainConfig``."""
+class TrainCard(_TrainBase):
+    """Reverse-KL training. The card default budget is 600 s of training."""
 
-    steps: int = Field(default=_TRAIN.steps, ge=0)
-    batch_size: int = Field(default=_TRAIN.batch_size, ge=2)
-    batch_size_max: int | None = _TRAIN.batch_size_max
-    lr: float = Field(default=_TRAIN.lr, gt=0)
-    lr_final_factor: float = Field(default=_TRAIN.lr_final_factor, ge=0)
-    warmup_steps: int = Field(default=_TRAIN.warmup_steps, ge=0)
-    schedule: Literal["cosine", "constant"] = _TRAIN.schedule
-    grad_clip: float | None = _TRAIN.grad_clip
-    max_seconds: float | None = Field(
-        default=600.0 if _TRAIN.max_seconds is None else _TRAIN.max_seconds, gt=0
-    )
-    checkpoint_every: int = Field(default=max(_TRAIN.checkpoint_every, 100), ge=0)
-    log_every: int = Field(default=_TRAIN.log_every, ge=1)
+    max_seconds: float | None = Field(default=600.0, gt=0)
+
+
+def section_settings(section: BaseModel, config: type, label: str) -> dict[str, Any]:
+    """The keys set in a card section, as a mapping for ``config.from_mapping``.
+
+    Raises ``CardError`` naming a key that is set but which ``config`` does not accept (for example
+    ``flow.bound`` for a U(1) flow), and turns the config's own value checks into ``CardError``.
+    """
+    accepted = {f.name for f in dataclasses.fields(config)}
+    values = {k: v for k, v in section.model_dump().items() if v is not None}
+    extra = sorted(set(values) - accepted)
+    if extra:
+        raise CardError(f"card: '{label}.{extra[0]}' is not used by {config.__name__} "
+                        f"(accepted: {', '.join(sorted(accepted))})")
+    try:
+        config.from_mapping(values)
+    except (ValueError, TypeError) as exc:
+        raise CardError(f"card: {label}: {exc}") from None
+    return values
 
 
 class SampleCard(_Section):

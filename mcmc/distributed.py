@@ -14,7 +14,8 @@ total batch N (``train.batch_size``, or its doubling schedule) over R ranks:
 
 Only rank 0 writes the flow checkpoint (``flows.train``'s format plus every rank's generator state,
 so a resumed run continues each rank's stream). The time budget and a stop request (a signal) are
-agreed on by all ranks before each step, so no rank is left waiting in a collective.
+agreed on by all ranks before each step, so no rank is left waiting in a collective, and a schedule
+that follows the clock (``train.time_schedule``) follows rank 0's clock on every rank.
 """
 
 from __future__ import annotations
@@ -142,9 +143,12 @@ def _step(
     generator: torch.Generator,
     step: int,
     world: World,
+    seconds: float,
 ) -> tuple[dict[str, float], bool]:
-    """One data-parallel Adam step; returns the step's metrics and whether it was skipped."""
-    lr, n = learning_rate(config, step), batch_size(config, step)
+    """One data-parallel Adam step after ``seconds`` of training (rank 0's clock, so that a time-based
+    schedule gives every rank the same learning rate and batch); returns the metrics and whether the
+    step was skipped."""
+    lr, n = learning_rate(config, step, seconds), batch_size(config, step, seconds)
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
@@ -243,11 +247,12 @@ def train_distributed(
     stopped_by = "steps"
     bar = tqdm(total=config.steps, initial=step, disable=not progress, desc="train flow", dynamic_ncols=True)
     while step < config.steps:
-        flags = allgather(world, (config.max_seconds is not None and elapsed() >= config.max_seconds, stop()))
-        if any(t or s for t, s in flags):
-            stopped_by = "signal" if any(s for _, s in flags) else "time"
+        now = elapsed()
+        flags = allgather(world, (config.max_seconds is not None and now >= config.max_seconds, stop(), now))
+        if any(t or s for t, s, _ in flags):
+            stopped_by = "signal" if any(s for _, s, _ in flags) else "time"
             break
-        metrics, skipped = _step(flow, theory, config, optimizer, generator, step, world)
+        metrics, skipped = _step(flow, theory, config, optimizer, generator, step, world, flags[0][2])
         n_skipped += int(skipped)
         step += 1
         metrics["seconds"] = elapsed()

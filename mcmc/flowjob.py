@@ -16,10 +16,11 @@ from typing import Any
 
 import torch
 
-from flows.model import Flow, FlowConfig, build_flow
-from flows.train import TrainConfig, load_checkpoint, load_flow, train_flow
+from flows.model import Flow
+from flows.registry import FlowFamily, flow_family
+from flows.train import TrainConfig, load_checkpoint, train_flow
 from mcmc.build import build_theory, resolve_device, torch_generator, train_seed_sequence
-from mcmc.card import Card, CardError
+from mcmc.card import Card, CardError, section_settings
 from mcmc.job import KernelBuild, World, model_hash
 
 log = logging.getLogger("latflow")
@@ -30,18 +31,31 @@ def flow_path(card: Card) -> Path:
     return Path(card.out) / f"{card.ensemble}.flow.pt"
 
 
-def flow_config(card: Card) -> FlowConfig:
+def family(card: Card) -> FlowFamily:
+    """The flow family (config class and builder) of the card's theory."""
     try:
-        return FlowConfig.from_mapping(card.flow.model_dump())
+        return flow_family(card.theory.name)
     except ValueError as exc:
-        raise CardError(f"card: flow: {exc}") from None
+        raise CardError(f"card: sampler.kind flow: {exc}") from None
+
+
+def flow_config(card: Card) -> Any:
+    """The card's ``flow`` section as the theory's flow config (unset keys take its defaults)."""
+    config = family(card).config
+    return config.from_mapping(section_settings(card.flow, config, "flow"))
 
 
 def train_config(card: Card) -> TrainConfig:
-    try:
-        return TrainConfig.from_mapping(card.train.model_dump())
-    except ValueError as exc:
-        raise CardError(f"card: train: {exc}") from None
+    return TrainConfig.from_mapping(section_settings(card.train, TrainConfig, "train"))
+
+
+def load_trained(path: Path, theory: Any, card: Card, device: torch.device) -> Flow:
+    """Rebuild the card's flow from the checkpoint at ``path`` (checked against theory and architecture)."""
+    config = flow_config(card)
+    saved = load_checkpoint(path, theory, config.to_dict())  # raises CheckpointMismatch
+    flow = family(card).build(theory, saved["flow_config"], device=device)
+    flow.load_state_dict(saved["model"])
+    return flow.eval()
 
 
 def _finished(saved: dict[str, Any], config: TrainConfig) -> bool:
@@ -97,12 +111,12 @@ def trained_flow(
     path, fcfg, tcfg = flow_path(card), flow_config(card), train_config(card)
     status = _checkpoint_status(card, theory, world)
     if status == "finished":
-        flow = load_flow(path, theory, fcfg, device=device)
+        flow = load_trained(path, theory, card, device)
         return TrainedFlow(flow, float(load_checkpoint(path, theory, fcfg.to_dict())["seconds"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     seeds = train_seed_sequence(card.seed)
     generator = torch_generator(seeds, device)
-    flow = build_flow(theory, fcfg, generator=generator, device=device)  # the same weights on every rank
+    flow = family(card).build(theory, fcfg, generator=generator, device=device)  # same weights on every rank
     resume = resume and status == "partial"
     if world.size == 1:
         result = train_flow(

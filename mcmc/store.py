@@ -362,19 +362,25 @@ def _open_left_open(path: Path, exc: OSError) -> h5py.File:
 
 
 def read_ensemble(path: str | Path) -> Ensemble:
-    """Read the provenance and in-stream observables of one replica file (configs are not loaded)."""
+    """Read the provenance and in-stream observables of one replica file (configs are not loaded).
+
+    Rows are cut to ``traj``'s length (grown last by the writer), so a file still being written, or
+    left by a killed writer, reads as its complete rows.
+    """
     with open_for_reading(path) as f:
         try:
-            obs = {name: f["obs"][name][()] for name in f.get("obs", {})}
+            traj = f["traj"][()]
+            n = len(traj)
+            obs = {name: f["obs"][name][:n] for name in f.get("obs", {})}
             return Ensemble(
                 path=Path(path),
                 attrs=dict(f.attrs),
                 theory=json.loads(f.attrs["theory"]),
-                traj=f["traj"][()],
-                accepted=f["accepted"][()],
-                logp=f["logp"][()],
-                logq=f["logq"][()],
-                proposal_logw=f["proposal_logw"][()],
+                traj=traj,
+                accepted=f["accepted"][:n],
+                logp=f["logp"][:n],
+                logq=f["logq"][:n],
+                proposal_logw=f["proposal_logw"][:n],
                 obs=obs,
             )
         except (KeyError, ValueError) as exc:

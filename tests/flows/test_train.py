@@ -84,8 +84,9 @@ def test_schedules():
     assert sizes[0] == 16 and sizes[-1] == 64 and sorted(sizes) == sizes and set(sizes) == {16, 32, 64}
     assert learning_rate(TrainConfig(schedule="constant", lr=3e-3), 500) == 3e-3
     # with a time budget the schedule follows the clock when it runs ahead of the steps
-    timed = TrainConfig(steps=100, lr=1e-2, lr_final_factor=0.1, max_seconds=10.0, batch_size=16,
-                        batch_size_max=64)
+    timed = TrainConfig(
+        steps=100, lr=1e-2, lr_final_factor=0.1, max_seconds=10.0, batch_size=16, batch_size_max=64
+    )
     assert learning_rate(timed, 20, seconds=0.5) == learning_rate(timed, 20)  # steps lead
     assert learning_rate(timed, 20, seconds=10.0) == pytest.approx(1e-3)  # the clock leads
     assert batch_size(timed, 20, seconds=9.9) == 64 and batch_size(timed, 20, seconds=0.1) == 16
@@ -118,7 +119,7 @@ def test_nan_step_is_skipped_and_weights_stay_clean():
     train_flow(
         reference,
         THEORY,
-        TrainConfig(steps=3, batch_size=32),
+        TrainConfig(steps=3, batch_size=32, schedule="constant"),
         torch.Generator().manual_seed(gen_seed),
         progress=False,
     )
@@ -127,7 +128,7 @@ def test_nan_step_is_skipped_and_weights_stay_clean():
     res = train_flow(
         flow,
         faulty,
-        TrainConfig(steps=4, batch_size=32),
+        TrainConfig(steps=4, batch_size=32, schedule="constant"),
         torch.Generator().manual_seed(gen_seed),
         progress=False,
     )

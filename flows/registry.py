@@ -1,0 +1,39 @@
+"""Which flow family serves which theory: its configuration dataclass and its builder.
+
+Every builder has the calling convention of ``flows.model.build_flow``:
+``build(theory, config, *, generator=None, dtype=torch.float32, device="cpu") -> Flow``, and every
+config class has ``from_mapping`` (rejecting unknown keys) and ``to_dict``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+
+class FlowFamily(NamedTuple):
+    """A theory's flow: ``config`` (a frozen dataclass type) and ``build`` (its builder)."""
+
+    config: type
+    build: Callable[..., Any]
+
+
+def flow_families() -> dict[str, FlowFamily]:
+    """Flow families by theory name (``theory.name``): φ⁴, 2D U(1) and 2D SU(N)."""
+    from flows.gauge_sun import SUNFlowConfig, build_sun_flow
+    from flows.gauge_u1 import U1FlowConfig, build_u1_flow
+    from flows.model import FlowConfig, build_flow
+
+    return {
+        "phi4": FlowFamily(FlowConfig, build_flow),
+        "u1": FlowFamily(U1FlowConfig, build_u1_flow),
+        "sun": FlowFamily(SUNFlowConfig, build_sun_flow),
+    }
+
+
+def flow_family(theory_name: str) -> FlowFamily:
+    """The flow family for ``theory_name``; ``ValueError`` if the theory has none."""
+    families = flow_families()
+    if theory_name not in families:
+        raise ValueError(f"no flow exists for theory {theory_name!r}; flows exist for {', '.join(families)}")
+    return families[theory_name]
