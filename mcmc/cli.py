@@ -62,6 +62,24 @@ def parser() -> argparse.ArgumentParser:
     meas.add_argument("--json", action="store_true", help="print the JSON summary as the last line")
     meas.add_argument("--S", type=float, default=1.5, help="Gamma-method window parameter (default 1.5)")
     meas.add_argument("--plots", metavar="DIR", help="write the observable plots into DIR")
+    cmp = sub.add_parser("compare", help="several samplers on one theory, side by side: table, CSV, plots")
+    cmp.add_argument("cards", nargs="+", help="run cards of one theory (the first is the reference)")
+    cmp.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key in every card, e.g. sample.n_configs=5000 (repeatable)",
+    )
+    cmp.add_argument(
+        "--out", default="runs/out/compare", help="directory for compare.md/.csv/.json and plots"
+    )
+    cmp.add_argument("--resume", action="store_true", help="reuse and extend existing ensembles")
+    cmp.add_argument("--overwrite", action="store_true", help="regenerate existing ensembles")
+    cmp.add_argument("--json", action="store_true", help="print the JSON rows as the last line")
+    cmp.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    cmp.add_argument("--S", type=float, default=1.5, help="Gamma-method window parameter (default 1.5)")
     ver = sub.add_parser("verify", help="checksums, provenance and continuity of replica files")
     ver.add_argument("files", nargs="+")
     nersc = sub.add_parser("export-nersc", help="write one SU(3) 4D configuration in the NERSC format")
@@ -194,6 +212,28 @@ def cmd_export_nersc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from mcmc.compare import compare_json, markdown_table, run_compare, write_outputs
+
+    _setup_logging(args.quiet)
+    rows, summaries = run_compare(
+        args.cards,
+        args.overrides,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        S=args.S,
+    )
+    figures = write_outputs(rows, summaries, Path(args.out))
+    print(markdown_table(rows))
+    print(f"wrote {Path(args.out)}/compare.md, compare.csv, compare.json and {len(figures)} figures")
+    if args.json:
+        print(json.dumps(compare_json(rows), allow_nan=False, default=float))
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "sample": cmd_sample,
@@ -201,6 +241,7 @@ COMMANDS = {
     "measure": cmd_measure,
     "verify": cmd_verify,
     "export-nersc": cmd_export_nersc,
+    "compare": cmd_compare,
 }
 
 

@@ -288,7 +288,7 @@ def sample_replica(
             payload = _checkpoint_payload(card, world, built.model_hash, st, generator, pos)
             save_atomic(payload, checkpoint_path(path))
 
-        complete = False
+        complete, result = False, None
         try:
             result = run_chain(
                 built.kernel,
@@ -305,7 +305,12 @@ def sample_replica(
             )
             complete = not result.interrupted
         finally:
-            writer.close(complete=complete)
+            timing = (
+                None
+                if result is None
+                else {"train_s": built.train_s, "therm_s": result.therm_s, "sample_s": result.sample_s}
+            )
+            writer.close(complete=complete, timing=timing)
     return SampleOutcome(
         path, result.acceptance, built.train_s, result.therm_s, result.sample_s, result.interrupted
     )

@@ -196,17 +196,23 @@ class EnsembleWriter:
         self._f.flush()
         os.fsync(self._f.id.get_vfd_handle())  # on disk before the checkpoint that counts these rows
 
-    def close(self, complete: bool = False) -> None:
+    def close(self, complete: bool = False, timing: Mapping[str, float] | None = None) -> None:
         """Close the file; mark it ``status = complete`` only when ``complete`` is true.
 
-        The status is written after the SWMR session is closed, in a short ordinary session.
+        ``timing`` adds this session's ``therm_s`` and ``sample_s`` to the file's cumulative totals
+        and records ``train_s`` (the flow's training cost), so resumed runs report their whole cost.
+        Status and timing are written after the SWMR session is closed, in a short ordinary session.
         """
         if not self._f.id.valid:
             return
         self._f.close()
-        if complete:
+        if complete or timing:
             with h5py.File(self.path, "r+", libver=LIBVER) as f:
-                f.attrs["status"] = "complete"
+                for key, value in (timing or {}).items():
+                    base = 0.0 if key == "train_s" else float(f.attrs.get(key, 0.0))
+                    f.attrs[key] = base + float(value)
+                if complete:
+                    f.attrs["status"] = "complete"
 
 
 def _start_swmr(f: h5py.File) -> None:

@@ -1,0 +1,46 @@
+"""``latflow compare``: one theory, several samplers, honest costs, and refusal of mixed theories."""
+
+import json
+
+import yaml
+
+from mcmc.cli import main
+
+THEORY = {"name": "phi4", "shape": [4, 4], "m2": -1.0, "lam": 1.0}
+SAMPLE = {"n_configs": 300, "n_therm": 20, "n_chains": 2, "progress": False, "proposal_batch": 64}
+
+
+def card(tmp_path, name, **sections):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"theory": THEORY, "sample": SAMPLE, "seed": 4,
+                                    "out": str(tmp_path / "out" / name), **sections}))
+    return str(path)
+
+
+def test_compare_table_csv_plots_and_json(tmp_path, capsys):
+    cards = [card(tmp_path, "hmc", sampler={"kind": "hmc"}),
+             card(tmp_path, "local", sampler={"kind": "local"}),
+             card(tmp_path, "flow", sampler={"kind": "flow"}, flow={"n_layers": 2, "hidden": [4]},
+                  train={"steps": 30, "batch_size": 32})]
+    out = tmp_path / "cmp"
+    assert main(["compare", *cards, "--out", str(out), "--json", "--quiet"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
+    assert [r["sampler"] for r in rows] == ["hmc", "local", "flow"]
+    for row in rows:
+        for key in ("card", "acceptance", "ess", "train_s", "tau_int", "cost_per_indep_s"):
+            assert key in row
+        assert set(row["tau_int"]) == {"mag2", "absmag", "phi2", "action"}
+        for obs, tau in row["tau_int"].items():
+            assert abs(row["cost_per_indep_s"][obs] - 2 * tau * row["seconds_per_config"]) < 1e-12
+    assert rows[0]["cost_ratio"]["mag2"] == 1.0
+    assert rows[0]["ess"] is None and 0 < rows[2]["ess"] <= 1 and rows[2]["train_s"] > 0
+    for name in ("compare.md", "compare.csv", "compare.json", "compare_mag2.png", "compare_cost.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_compare_refuses_different_theories(tmp_path, capsys):
+    a = card(tmp_path, "a", sampler={"kind": "hmc"})
+    path = tmp_path / "b.yaml"
+    path.write_text(yaml.safe_dump({"theory": {**THEORY, "lam": 2.0}, "out": str(tmp_path / "out" / "b")}))
+    assert main(["compare", a, str(path), "--quiet"]) == 2
+    assert "compare needs one theory" in capsys.readouterr().err
