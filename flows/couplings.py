@@ -1,4 +1,5 @@
-"""Masked (checkerboard) coupling layers for real scalar fields ``(B, *L)`` in D = 1..4.
+"""Layers for real scalar fields ``(B, *L)`` in D = 1..4: masked (checkerboard) couplings and a
+translation-invariant linear layer in momentum space (:class:`FourierScaling`).
 
 A layer splits the sites into a frozen half F and an active half A (a checkerboard colour). The
 frozen values, with the active ones zeroed, go through a periodic CNN (``flows.nets.ConvNet``) that

@@ -10,6 +10,12 @@ With ν ≠ μ the other direction and rows r ≡ ``offset`` (mod 4) along ν ("
 * frozen plaquettes (every other row) hold no updated link. A periodic CNN reads (cos θ_P, sin θ_P) of
   the frozen plaquettes (the rest masked to 0) and outputs the parameters of a circle diffeomorphism h
   (``flows.circular``) for every active plaquette.
+* With ``loops`` (default), the CNN also reads, at each active site, the 1×2 Wilson loop
+  θ_P(x) + θ_P(x − ν̂) of the active and its passive plaquette: the updated link cancels in it (the
+  layer moves the two by +δ and −δ), so it is frozen information too, in the spirit of the 2×1 loops
+  used for the Schwinger model by Abbott et al. (2022). It lets the layer shape the pair (active,
+  passive) given their sum, which the layer cannot change; at L = 8, β = 2 it raises the ESS after
+  150 training steps of an 8-layer flow from 0.003 to 0.02.
 
 Each active plaquette angle u = θ_P mod 2π is mapped to h(u) and the link is moved so that the new
 plaquette is h(u): θ_μ(x) → θ_μ(x) + s_μ [h(u) − u] (taken in (−π, π]). The map is triangular in the
@@ -47,7 +53,8 @@ class U1FlowConfig:
     (mixture of ``components`` non-compact projections); n_layers: coupling layers (multiples of 8 visit
     every link equally often); hidden, kernel_size, activation: the conditioner CNN (``flows.nets.ConvNet``);
     positional: also feed the CNN one-hot x_0 mod 4 and x_1 mod 4 (8 channels), so that it can tell the
-    rows of the period-4 mask pattern apart (gauge equivariance and exactness are unaffected).
+    rows of the period-4 mask pattern apart; loops: also feed the 1×2 loops of active and passive
+    plaquettes (module docstring). Gauge equivariance and exactness hold with or without either.
     """
 
     coupling: str = "spline"
