@@ -3,8 +3,8 @@
     x = f_n ∘ … ∘ f_1(z),  z ~ r = N(0, 1)^V,   log q(x) = log r(z) − Σ_i log|det ∂f_i|.
 
 Training runs in float32; the Metropolis step needs a log q that is exactly the density of the
-proposed x, so sampling for MCMC uses :meth:`Flow.double`-style float64 copies
-(:meth:`Flow.as_float64`), which draw z and evaluate every layer in float64.
+proposed x, so MCMC samples from a float64 copy (:meth:`Flow.as_float64`) that draws z and evaluates
+every layer in float64: x and log q(x) then come from one and the same map.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ class FlowConfig:
     """
 
     coupling: str = "spline"
-    n_layers: int = 8
-    hidden: tuple[int, ...] = (16, 16)
+    n_layers: int = 4
+    hidden: tuple[int, ...] = (8, 8)
     kernel_size: int = 3
     activation: str = "tanh"
     bins: int = 8

@@ -36,22 +36,24 @@ class CheckpointMismatch(ValueError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training hyper-parameters (the defaults are the tuned φ⁴ L = 8 choice).
+    """Training hyper-parameters (the defaults are the tuned φ⁴ L = 8 choice, see the benchmark card
+    ``runs/bench/phi4_flow_L8.yaml``).
 
-    steps: optimizer steps; batch_size → batch_size_max: the batch doubles at equal fractions of
-    the run until it reaches batch_size_max (None: constant); lr: peak Adam learning rate, reached
-    after warmup_steps of linear warm-up, then a cosine decay to lr·lr_final_factor at ``steps``;
-    schedule: "cosine" or "constant"; grad_clip: max global gradient norm (None: off);
-    max_seconds: wall-clock budget (None: none); time_schedule: let the schedules follow the clock
-    when it runs ahead of the steps (see :func:`schedule_progress`; bit-for-bit reproducible only
-    while the steps lead, e.g. always when max_seconds is None); checkpoint_every: steps between checkpoints
-    (0: only at the end); log_every: steps between progress-bar updates.
+    steps: optimizer steps. batch_size → batch_size_max: the batch doubles at equal fractions of the
+    run until it reaches batch_size_max (None, or not above batch_size: constant). lr: peak Adam
+    learning rate, reached after warmup_steps of linear warm-up, then a cosine decay to
+    lr·lr_final_factor at the end (schedule "cosine") or constant ("constant"). grad_clip: max global
+    gradient norm (None: off). max_seconds: wall-clock budget (None: none). time_schedule: let the
+    schedules follow the clock when it runs ahead of the steps (:func:`schedule_progress`); runs are
+    bit-for-bit reproducible while the steps lead, e.g. always when max_seconds is None.
+    checkpoint_every: steps between checkpoints (0: only at the end). log_every: steps between
+    progress-bar updates.
     """
 
-    steps: int = 2000
+    steps: int = 1000
     batch_size: int = 64
     batch_size_max: int | None = None
-    lr: float = 1e-3
+    lr: float = 4e-3
     lr_final_factor: float = 0.0
     warmup_steps: int = 0
     schedule: str = "cosine"
@@ -66,8 +68,6 @@ class TrainConfig:
             raise ValueError(f"train.schedule = {self.schedule!r}: expected 'cosine' or 'constant'")
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError(f"train.steps = {self.steps}, train.batch_size = {self.batch_size}: invalid")
-        if self.batch_size_max is not None and self.batch_size_max < self.batch_size:
-            raise ValueError(f"train.batch_size_max = {self.batch_size_max} is below batch_size")
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any] | None) -> TrainConfig:
@@ -119,7 +119,7 @@ def learning_rate(config: TrainConfig, step: int, seconds: float = 0.0) -> float
 def batch_size(config: TrainConfig, step: int, seconds: float = 0.0) -> int:
     """Batch at ``step``: ``batch_size``·2^j, doubling at equal fractions of the run (as measured by
     :func:`schedule_progress`), up to ``batch_size_max``."""
-    if config.batch_size_max is None or config.batch_size_max == config.batch_size:
+    if config.batch_size_max is None or config.batch_size_max <= config.batch_size:
         return config.batch_size
     n_doublings = math.ceil(math.log2(config.batch_size_max / config.batch_size))
     stage = min(int(schedule_progress(config, step, seconds) * (n_doublings + 1)), n_doublings)
@@ -210,7 +210,7 @@ def load_flow(
     return flow
 
 
-def _payload(
+def checkpoint_payload(
     flow: Flow,
     theory: Any,
     config: TrainConfig,
@@ -221,6 +221,9 @@ def _payload(
     n_skipped: int,
     seconds: float,
 ) -> dict[str, Any]:
+    """Everything a bit-for-bit resume needs, as tensors and plain containers (``weights_only`` loadable):
+    model, optimizer, step (the LR and batch schedules are functions of step and seconds), generator
+    state, metric history, skip count, cumulative seconds, and the theory and configs it belongs to."""
     train_config = asdict(config)
     return {
         "format": CHECKPOINT_FORMAT,
@@ -229,7 +232,7 @@ def _payload(
         "train_config": train_config,
         "model": flow.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "scheduler": {"step": step},  # the LR and batch are pure functions of the step
+        "scheduler": {"step": step, "seconds": seconds},
         "step": step,
         "generator": generator.get_state(),
         "metrics": {k: torch.tensor(v, dtype=torch.float64) for k, v in history.items()},
@@ -335,7 +338,9 @@ def train_flow(
         if checkpoint_path is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
             save_checkpoint(
                 checkpoint_path,
-                _payload(flow, theory, config, optimizer, generator, step, history, n_skipped, elapsed()),
+                checkpoint_payload(
+                    flow, theory, config, optimizer, generator, step, history, n_skipped, elapsed()
+                ),
             )
     bar.close()
     flow.eval()
@@ -343,8 +348,11 @@ def train_flow(
     if checkpoint_path is not None:
         save_checkpoint(
             checkpoint_path,
-            _payload(flow, theory, config, optimizer, generator, step, history, n_skipped, seconds),
+            checkpoint_payload(flow, theory, config, optimizer, generator, step, history, n_skipped, seconds),
         )
     return TrainResult(
         {k: np.asarray(v, dtype=np.float64) for k, v in history.items()}, n_skipped, seconds, step, stopped_by
     )
+
+
+_payload = checkpoint_payload  # the name mcmc.distributed imported first

@@ -40,9 +40,9 @@ from flows.train import (
     METRICS,
     TrainConfig,
     TrainResult,
-    _payload,
     acceptance_estimate,
     batch_size,
+    checkpoint_payload,
     ess_fraction,
     learning_rate,
     load_checkpoint,
@@ -242,7 +242,9 @@ def train_distributed(
         return seconds_before + time.perf_counter() - start
 
     def payload() -> dict[str, Any]:
-        return _payload(flow, theory, config, optimizer, generator, step, history, n_skipped, elapsed())
+        return checkpoint_payload(
+            flow, theory, config, optimizer, generator, step, history, n_skipped, elapsed()
+        )
 
     stopped_by = "steps"
     bar = tqdm(total=config.steps, initial=step, disable=not progress, desc="train flow", dynamic_ncols=True)

@@ -30,7 +30,9 @@ class FlowChainState(ChainState):
 
     ``x (B, *L)``, ``logp = −S(x) (B,)`` and ``logq = log q(x) (B,)`` (float64) describe the chains;
     ``buffer_x (K, B, *L)``, ``buffer_logp (K, B)``, ``buffer_logq (K, B)`` hold K pre-drawn proposals
-    per chain, of which ``buffer_x[cursor:]`` are still unused (``cursor == K``: empty).
+    per chain, of which ``buffer_x[cursor:]`` are still unused (``cursor == K``: empty). The buffer is
+    shared by all chains, so select between two such states with :meth:`IndependenceMetropolis.step`,
+    not with ``mcmc.kernel.select_state``.
     """
 
     logq: torch.Tensor
@@ -76,8 +78,8 @@ class IndependenceMetropolis:
 
     @torch.no_grad()
     def init_from_flow(self, n_chains: int, generator: torch.Generator) -> FlowChainState:
-        """``n_chains`` chains started at independent flow samples: in equilibrium after one accepted
-        step, so no thermalisation beyond the first acceptance is needed."""
+        """``n_chains`` chains started at independent flow samples. Their distribution is q, not p, but
+        close to p for a good flow, so a short thermalisation (a few times 1/acceptance) suffices."""
         x, logq = self.flow.sample(n_chains, generator)
         return FlowChainState(x=x, logp=self._logp(x), logq=logq.to(torch.float64), **self._empty_buffer(x))
 

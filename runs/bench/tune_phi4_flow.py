@@ -1,7 +1,11 @@
-"""Tune the φ⁴ L=8 flow on CPU: train with a given architecture/schedule, print ESS/acceptance vs time.
+"""Tune the φ⁴ flow at L = 8, m² = −4, λ = 8 on the CPU: train one configuration, print ESS and acceptance.
 
-Usage: .venv/bin/python runs/bench/tune_phi4_flow.py '{"coupling": "spline"}' '{"steps": 2000}' [seed]
-Evaluation: ESS and acceptance estimate on 16384 fresh float64 proposals at checkpoints in time.
+Usage (from the repository root):
+    PYTHONPATH=. .venv/bin/python runs/bench/tune_phi4_flow.py FLOW_JSON TRAIN_JSON [SEED]
+e.g. the defaults on one thread:  ... tune_phi4_flow.py '{}' '{"threads": 1}'
+FLOW_JSON holds FlowConfig keys, TRAIN_JSON TrainConfig keys plus "threads" (torch intra-op threads,
+default 2). Prints one JSON line: wall and CPU seconds, the final ESS and acceptance estimate on 16384
+fresh float64 proposals, and a trace of (step, seconds, batch ESS averaged over 50 steps).
 """
 
 import json
