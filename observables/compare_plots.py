@@ -7,18 +7,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from observables.gamma import GammaResult
-
-
-def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.savefig(out, dpi=100)
-    return out
+from observables.plots import save_figure
 
 
 def plot_observable_comparison(
@@ -64,7 +56,7 @@ def plot_observable_comparison(
     ax_pdf.set(title="histogram", xlabel=name, ylabel="density")
     for ax in (ax_hist, ax_tau, ax_pdf):
         ax.legend(fontsize="x-small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_cost(
@@ -82,7 +74,7 @@ def plot_cost(
     ax.set_ylabel("seconds per independent sample")
     ax.set_title("sampling cost 2 τ_int × (seconds per configuration); training not included")
     ax.legend(fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_cost_scan(
@@ -100,4 +92,4 @@ def plot_cost_scan(
     ax.set_yscale("log")
     ax.set(xlabel=param, ylabel=f"seconds per independent {observable} sample".replace("  ", " "))
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -24,7 +24,7 @@ from observables.gamma import GammaResult, as_replicas
 MAX_TRACES = 8  # chains drawn in a history plot; the histogram uses all of them
 
 
-def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     """Render ``fig`` with the Agg canvas to ``path`` (PNG), creating parent directories."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -86,21 +86,21 @@ def plot_history(data: ArrayLike | Sequence[ArrayLike], path: str | os.PathLike[
     """Monte Carlo history of one observable (any ``gamma_analysis`` data layout) to ``path``."""
     fig = Figure(figsize=(7, 3.5), layout="tight")
     draw_history(fig.add_subplot(), as_replicas(data), name)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_rho(result: GammaResult, path: str | os.PathLike[str]) -> Path:
     """ρ(t) with error band and window to ``path``."""
     fig = Figure(figsize=(5, 3.5), layout="tight")
     draw_rho(fig.add_subplot(), result)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_tau_int(result: GammaResult, path: str | os.PathLike[str]) -> Path:
     """τ_int(W) against W with the chosen W marked, to ``path``."""
     fig = Figure(figsize=(5, 3.5), layout="tight")
     draw_tau_int(fig.add_subplot(), result)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_histogram(
@@ -112,7 +112,7 @@ def plot_histogram(
     """Histogram of all measurements of one observable to ``path``."""
     fig = Figure(figsize=(5, 3.5), layout="tight")
     draw_histogram(fig.add_subplot(), as_replicas(data), name, bins)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_observable_report(
@@ -127,7 +127,7 @@ def plot_observable_report(
     draw_tau_int(axes[1, 0], result)
     draw_histogram(axes[1, 1], reps, name)
     fig.suptitle(f"{name} = {result.mean:.6g} ± {result.err:.2g}   (N = {result.n}, R = {result.n_replicas})")
-    return _save(fig, Path(out_dir) / f"{name}.png")
+    return save_figure(fig, Path(out_dir) / f"{name}.png")
 
 
 TRAINING_PANELS = (("loss", "loss"), ("ess", "ESS per sample"), ("acceptance", "acceptance"))
@@ -154,7 +154,7 @@ def plot_training(metrics: Mapping[str, ArrayLike], path: str | os.PathLike[str]
                 ax.set_yscale("log")
             ax.set_xlabel(xlabel)
             ax.set_ylabel(label)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_accept_history(accepted: ArrayLike, path: str | os.PathLike[str], window: int = 100) -> Path:
@@ -191,4 +191,4 @@ def plot_accept_history(accepted: ArrayLike, path: str | os.PathLike[str], windo
     bottom.yaxis.set_major_locator(MaxNLocator(integer=True))
     bottom.set_xlabel("update")
     bottom.set_ylabel("chain")
-    return _save(fig, path)
+    return save_figure(fig, path)

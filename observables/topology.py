@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from numpy.typing import ArrayLike
 
 from observables.gamma import as_replicas, gamma_analysis
+from observables.plots import save_figure
 
 
 @dataclass(frozen=True)
@@ -96,13 +96,6 @@ def summarize_topology(data: ArrayLike | Sequence[ArrayLike], S: float = 1.5) ->
                            changes / pairs if pairs else float("nan"), changes, q.n, worst)
 
 
-def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.savefig(out, dpi=100)
-    return out
-
 
 def plot_charge_history(data: ArrayLike | Sequence[ArrayLike], path: str | os.PathLike[str],
                         max_chains: int = 4, label: str = "") -> Path:
@@ -119,7 +112,7 @@ def plot_charge_history(data: ArrayLike | Sequence[ArrayLike], path: str | os.Pa
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     if len(chains) > 1:
         ax.legend(loc="upper right", fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_charge_histogram(data: ArrayLike | Sequence[ArrayLike], path: str | os.PathLike[str],
@@ -138,4 +131,4 @@ def plot_charge_histogram(data: ArrayLike | Sequence[ArrayLike], path: str | os.
     ax.set_ylabel("P(Q)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(f"{label + ': ' if label else ''}charge distribution")
-    return _save(fig, path)
+    return save_figure(fig, path)
