@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 import traceback
@@ -273,6 +274,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``latflow`` console script."""
+    # OpenMP threads that spin while waiting make small tensor work many times slower on a shared
+    # machine; this must be set before torch is first imported (the commands import it lazily).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
