@@ -174,7 +174,7 @@ def flow_kernel(
     from mcmc.independence import IndependenceMetropolis
 
     trained = trained_flow(card, theory, device, progress=progress, world=world, stop=stop)
-    proposal = trained.flow.as_float64()
+    proposal = trained.flow.as_float64(conditioner_dtype=torch.float32)  # exact map, cheap conditioners
     kernel = IndependenceMetropolis(theory, proposal, batch=card.sample.proposal_batch)
     return KernelBuild(
         kernel,
