@@ -16,7 +16,7 @@ import math
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from flows.config import MappingConfig
 from flows.model import Flow, FlowConfig, build_flow
 
 CHECKPOINT_FORMAT = "latflow.flow_checkpoint/1"
@@ -35,7 +36,7 @@ class CheckpointMismatch(ValueError):
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(MappingConfig):
     """Training hyper-parameters (the defaults are the tuned φ⁴ L = 8 choice, see the benchmark card
     ``runs/bench/phi4_flow_L8.yaml``).
 
@@ -63,21 +64,13 @@ class TrainConfig:
     checkpoint_every: int = 0
     log_every: int = 10
 
+    _section = "train"
+
     def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"train.schedule = {self.schedule!r}: expected 'cosine' or 'constant'")
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError(f"train.steps = {self.steps}, train.batch_size = {self.batch_size}: invalid")
-
-    @classmethod
-    def from_mapping(cls, config: Mapping[str, Any] | None) -> TrainConfig:
-        """Build from a dict; an unknown key raises ``ValueError`` naming it and the accepted keys."""
-        config = dict(config or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown train key(s) {unknown}; accepted keys are {sorted(known)}")
-        return cls(**config)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,42 @@
+"""``from_mapping`` and ``to_dict`` for the frozen configuration dataclasses (flow architectures, training).
+
+A run card's section arrives as a plain mapping; ``from_mapping`` turns it into the dataclass and refuses
+an unknown key with a ``ValueError`` that names it and the accepted ones. ``to_dict`` is the inverse, in
+plain containers (tuples become lists), as stored in checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, fields
+from typing import Any, ClassVar, TypeVar
+
+C = TypeVar("C", bound="MappingConfig")
+
+
+class MappingConfig:
+    """Mixin for a frozen dataclass. A subclass may set, as plain class attributes:
+
+    ``_section``: the card section named in the error ("flow", "train"); ``_accepts``: the words before
+    the list of accepted keys; ``_ignored``: keys accepted and dropped (settings of another flow family
+    that a card may carry).
+    """
+
+    _section: ClassVar[str] = "flow"
+    _accepts: ClassVar[str] = "accepted keys are"
+    _ignored: ClassVar[tuple[str, ...]] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-container form (lists, numbers, strings), as stored in checkpoints."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_mapping(cls: type[C], config: Mapping[str, Any] | None) -> C:
+        """Build from a dict (e.g. a card section); an unknown key raises ``ValueError`` naming it and the
+        accepted keys, a key in ``_ignored`` is dropped."""
+        config = {k: v for k, v in dict(config or {}).items() if k not in cls._ignored}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls._section} key(s) {unknown}; {cls._accepts} {sorted(known)}")
+        return cls(**config)
