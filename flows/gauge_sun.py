@@ -1,15 +1,18 @@
-"""Gauge-equivariant flows for 2D SU(N) links with spectral couplings (Boyda et al., PRD 103 (2021) 074504).
+"""Gauge-equivariant flows for SU(N) links in D = 2, 3, 4 with spectral couplings (Boyda et al., PRD 103
+(2021) 074504; the 4D layer pattern in the spirit of Abbott et al. 2022/2023 for 4D SU(3)).
 
-Coupling layer. As for U(1) (``flows.gauge_u1``), a layer updates the links U_μ(x) on the rows
-x_ν ≡ ``offset`` (mod 4), ν ≠ μ. Each updated link is the first link of its *active* loop
-W(x) = U_μ(x) S(x), the plaquette P_μν(x) (= P_01(x) for μ = 0, P_01(x)† for μ = 1), while S(x) holds
-only links that the layer does not touch. With a conjugation-equivariant map h of SU(N),
+Coupling layer. A layer (μ, ν, offset) updates the links U_μ(x) on the sites x_ν ≡ ``offset`` (mod 4)
+(``flows.gauge_sun_masks``: masks, schedule, and why the map is triangular). Each updated link is the
+first link of its *active* loop W(x) = U_μ(x) S(x), the plaquette P_μν(x), while S(x) holds only links
+that the layer does not touch. With a conjugation-equivariant map h of SU(N),
 
     U_μ(x) → h(W) W^{-1} U_μ(x),     so that the new active loop is h(W).
 
-Frozen plaquettes (rows that hold no updated link) feed a periodic CNN through their gauge-invariant
-traces Re, Im tr P^k / N (k = 1 … N−1); its output at x parametrises h for the loop W(x). The update
-depends on the links only through gauge-covariant W and invariant traces, so f(g·U) = g·f(U).
+Frozen plaquettes (those that hold no updated link, in all D(D−1)/2 planes) feed a periodic CNN
+(``flows.nets.ConvNet``, D = 2 … 4) through their gauge-invariant traces Re, Im tr P^k / N
+(k = 1 … N−1); its output at x parametrises h for the loop W(x). The update depends on the links only
+through gauge-covariant W and invariant traces, so f(g·U) = g·f(U). In D = 2 this is the row pattern of
+Kanwar et al. (2020) and the layers are those of the original 2D-only module, bit for bit.
 
 Spectral map. Write W = V diag(e^{iθ}) V^{-1}. The conjugacy class is a point of the alcove
 θ_1 ≥ … ≥ θ_N ≥ θ_1 − 2π, Σ_j θ_j = 0 (a fundamental domain of the Weyl group), equivalently the N
@@ -31,32 +34,48 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from flows.config import MappingConfig
+from flows.gauge_sun_masks import (
+    OFFSET_ORDERS,
+    layer_masks,
+    layer_schedule,
+    oriented_plaquette,
+    planes,
+    plaquette_matrices,
+)
 from flows.model import Flow
 from flows.nets import ACTIVATIONS, ConvNet, reset_parameters
 from flows.transforms import spline_forward, spline_inverse, spline_n_params
-from lattice.sun import complex_dtype, dagger, haar, real_dtype, trace
+from lattice.sun import complex_dtype, haar, real_dtype, trace
 
 TWO_PI = 2.0 * math.pi
-STRIDE = 4  # rows per period of the mask pattern: active, frozen, frozen, passive
 _EPS = 1e-12
 
 
 @dataclass(frozen=True)
-class SUNFlowConfig:
-    """Architecture of a 2D SU(N) spectral flow: ``n_layers`` couplings (multiples of 8 visit every link
-    equally often), conditioner CNN ``hidden``/``kernel_size``/``activation``, ``bins`` spline bins."""
+class SUNFlowConfig(MappingConfig):
+    """Architecture of an SU(N) spectral flow: ``n_layers`` couplings (multiples of 4·D visit every link
+    equally often), conditioner CNN ``hidden``/``kernel_size``/``activation``, ``bins`` spline bins, and
+    ``offset_order``, the cycle of mask offsets: ``"increasing"`` (0, 1, 2, 3) or ``"decreasing"``
+    (0, 3, 2, 1), in which each layer's passive plaquettes (rows o − 1) are ones no earlier layer of the
+    pass has shaped yet (``flows.gauge_sun_masks.layer_schedule``)."""
 
     n_layers: int = 16
     hidden: tuple[int, ...] = (8, 8)
     kernel_size: int = 3
     activation: str = "tanh"
     bins: int = 8
+    offset_order: str = "increasing"
+
+    # the scalar-flow keys ``coupling`` and ``bound`` are accepted and ignored
+    _accepts = "SU(N) flows accept"
+    _ignored = ("coupling", "bound")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -66,22 +85,9 @@ class SUNFlowConfig:
             raise ValueError(f"flow.kernel_size = {self.kernel_size}: expected an odd positive integer")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"flow.activation = {self.activation!r}: expected one of {sorted(ACTIVATIONS)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-container form, as stored in checkpoints."""
-        d = asdict(self)
-        d["hidden"] = list(self.hidden)
-        return d
-
-    @classmethod
-    def from_mapping(cls, config: Mapping[str, Any] | None) -> SUNFlowConfig:
-        """Build from a dict; scalar-flow keys ``coupling`` and ``bound`` are ignored, others are refused."""
-        config = {k: v for k, v in dict(config or {}).items() if k not in ("coupling", "bound")}
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown flow key(s) {unknown}; SU(N) flows accept {sorted(known)}")
-        return cls(**config)
+        if self.offset_order not in OFFSET_ORDERS:
+            accepted = sorted(OFFSET_ORDERS)
+            raise ValueError(f"flow.offset_order = {self.offset_order!r}: expected one of {accepted}")
 
 
 # ----------------------------------------------------------------------------- spectral geometry
@@ -162,77 +168,60 @@ def conjugation_update(v: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- layers
 
-def row_masks(shape: Sequence[int], mu: int, offset: int) -> dict[str, torch.Tensor]:
-    """Site masks ``(L0, L1)``: ``active`` rows x_ν ≡ offset (mod 4), ``passive`` rows just below them
-    (their plaquettes hold an updated link as U_μ(x+ν)), ``frozen`` the rest."""
-    nu = 1 - mu
-    extent = shape[nu]
-    rows = torch.arange(extent) % STRIDE == offset
-    if torch.any(rows & torch.roll(rows, -1)):
-        raise ValueError(f"extent {extent} along direction {nu} puts two updated rows next to each other; "
-                         f"use extents that are not ≡ 1 mod {STRIDE}")
-    view = (extent, 1) if nu == 0 else (1, extent)
-    active = rows.reshape(view).expand(*shape)
-    passive = torch.roll(rows, -1).reshape(view).expand(*shape)
-    return {"active": active, "passive": passive, "frozen": ~(active | passive)}
-
-
-def plaquette_01(u: torch.Tensor) -> torch.Tensor:
-    """P_01(x) = U_0(x) U_1(x+0̂) U_0(x+1̂)† U_1(x)† of 2D links ``(B, 2, L0, L1, N, N)``;
-    returns ``(B, L0, L1, N, N)``."""
-    u0, u1 = u[:, 0], u[:, 1]
-    return u0 @ torch.roll(u1, -1, dims=1) @ dagger(torch.roll(u0, -1, dims=2)) @ dagger(u1)
-
-
 def loop_features(p: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Channels Re, Im tr P^k / N (k = 1 … max(1, N−1)) of plaquettes ``(B, L0, L1, N, N)``, zero off
-    ``mask``; returns ``(B, C, L0, L1)`` in the real dtype of ``p``."""
+    """Channels Re, Im tr P^k / N (k = 1 … max(1, N−1)) of plaquettes ``p (B, n_planes, *L, N, N)``,
+    zero off ``mask (n_planes, *L)``; returns ``(B, 2·n_planes·max(1, N−1), *L)`` in the real dtype of
+    ``p``, ordered plane by plane."""
     n = p.shape[-1]
     feats, power = [], p
     for k in range(max(1, n - 1)):
         if k > 0:
             power = power @ p
         tr = trace(power) / n
-        feats += [tr.real * mask, tr.imag * mask]
-    return torch.stack(feats, dim=1)
+        feats.append(torch.stack([tr.real * mask, tr.imag * mask], dim=2))   # (B, n_planes, 2, *L)
+    return torch.stack(feats, dim=2).flatten(1, 3)                          # plane, power, re/im
 
 
 class SUNGaugeCoupling(nn.Module):
-    """One spectral coupling on 2D SU(N) links ``(B, 2, L0, L1, N, N)`` (module docstring)."""
+    """One spectral coupling on SU(N) links ``(B, D, *L, N, N)``, D = 2 … 4: updates U_μ(x) for
+    x_ν ≡ ``offset`` (mod 4) through the active loops P_μν(x) (``flows.gauge_sun_masks``)."""
 
-    def __init__(self, shape: Sequence[int], n: int, mu: int, offset: int, config: SUNFlowConfig) -> None:
+    def __init__(self, shape: Sequence[int], n: int, mu: int, nu: int, offset: int, config: SUNFlowConfig
+                 ) -> None:
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
-        if len(self.shape) != 2:
-            raise ValueError(f"SU(N) spectral couplings are two-dimensional, got lattice shape {self.shape}")
-        self.n, self.mu, self.bins = n, mu, config.bins
-        masks = row_masks(self.shape, mu, offset)
-        self.register_buffer("frozen_mask", masks["frozen"].to(torch.get_default_dtype()), persistent=False)
-        self.register_buffer("active_index", torch.nonzero(masks["active"].flatten()).squeeze(1),
-                             persistent=False)
-        n_feat = 2 * max(1, n - 1)
-        self.net = ConvNet(2, n_feat, (n - 1) * spline_n_params(config.bins), config.hidden,
+        self.dim = len(self.shape)
+        if not 2 <= self.dim <= 4:
+            raise ValueError(f"SU(N) spectral couplings support D = 2, 3, 4, got lattice shape {self.shape}")
+        self.n, self.mu, self.nu, self.offset, self.bins = n, mu, nu, offset, config.bins
+        active, frozen = layer_masks(self.shape, mu, nu, offset)
+        self.register_buffer("frozen_mask", frozen.to(torch.get_default_dtype()), persistent=False)
+        self.register_buffer("active_index", torch.nonzero(active.flatten()).squeeze(1), persistent=False)
+        n_feat = 2 * max(1, n - 1) * len(planes(self.dim))
+        self.net = ConvNet(self.dim, n_feat, (n - 1) * spline_n_params(config.bins), config.hidden,
                            config.kernel_size, config.activation)
 
     def _couple(self, u: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        p01 = plaquette_01(u)
         b = u.shape[0]
-        feats = loop_features(p01, self.frozen_mask.to(real_dtype(u.dtype)))
+        if self.active_index.numel() == 0:       # offsets 2, 3 on an extent-2 axis: nothing to update
+            return u, torch.zeros(b, dtype=real_dtype(u.dtype), device=u.device)
+        p = plaquette_matrices(u)
+        feats = loop_features(p, self.frozen_mask.to(real_dtype(u.dtype)))
         params = self.net(feats).flatten(2).index_select(2, self.active_index).transpose(1, 2)
         params = params.reshape(b, -1, self.n - 1, spline_n_params(self.bins))
-        loops = p01 if self.mu == 0 else dagger(p01)                 # starts with U_μ(x)
-        w = loops.flatten(1, 2).index_select(1, self.active_index)   # (B, n_active, N, N)
+        loops = oriented_plaquette(p, self.mu, self.nu)                     # starts with U_μ(x)
+        w = loops.flatten(1, self.dim).index_select(1, self.active_index)   # (B, n_active, N, N)
         theta, v = eigen_alcove(w)
         theta_new, logdet = spectral_map(theta, params.to(theta.dtype), inverse)
         m = conjugation_update(v, theta_new - theta)
-        links = u[:, self.mu].flatten(1, 2)
+        links = u[:, self.mu].flatten(1, self.dim)
         moved = links.index_copy(1, self.active_index, m @ links.index_select(1, self.active_index))
         out = u.clone()
         out[:, self.mu] = moved.reshape(u[:, self.mu].shape)
         return out, logdet.sum(1)
 
     def forward(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``u (B, 2, L0, L1, N, N) -> (u', log|det ∂u'/∂u| (B,))`` with respect to Haar measure."""
+        """``u (B, D, *L, N, N) -> (u', log|det ∂u'/∂u| (B,))`` with respect to Haar measure."""
         return self._couple(u, inverse=False)
 
     def inverse(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -259,7 +248,7 @@ class SUNHaarPrior:
 
 
 class SUNFlow(Flow):
-    """A :class:`flows.model.Flow` on 2D SU(N) links ``(2, L0, L1, N, N)`` with the Haar prior.
+    """A :class:`flows.model.Flow` on SU(N) links ``(D, *L, N, N)`` with the Haar prior.
 
     ``dtype`` is the complex dtype of the links it produces (complex64 for float32 weights)."""
 
@@ -273,7 +262,7 @@ class SUNFlow(Flow):
         return complex_dtype(self._anchor.dtype)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """log q(x) for links ``x (B, 2, L0, L1, N, N)`` through the inverse layers; real ``(B,)``."""
+        """log q(x) for links ``x (B, D, *L, N, N)`` through the inverse layers; real ``(B,)``."""
         total = torch.zeros(x.shape[0], dtype=real_dtype(x.dtype), device=x.device)
         for layer in reversed(self.layers):
             x, logdet = layer.inverse(x)
@@ -289,17 +278,19 @@ def build_sun_flow(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
 ) -> SUNFlow:
-    """A spectral gauge-equivariant flow for a 2D ``lattice.wilson.SUN`` theory (calling convention of
-    ``flows.model.build_flow``). Layer i updates direction i mod 2 on the rows ≡ (i // 2) mod 4. Initial
-    weights come from ``generator`` (default: seeded 0); the last conv of every conditioner is zero, so a
-    new flow is the identity and samples the Haar measure."""
+    """A spectral gauge-equivariant flow for a ``lattice.wilson.SUN`` theory in D = 2, 3 or 4 (calling
+    convention of ``flows.model.build_flow``). Layer i updates (μ, ν, offset) of
+    ``flows.gauge_sun_masks.layer_schedule`` (D = 2: direction i mod 2 on the rows ≡ (i // 2) mod 4).
+    Initial weights come from ``generator`` (default: seeded 0); the last conv of every conditioner is
+    zero, so a new flow is the identity and samples the Haar measure."""
     if not isinstance(config, SUNFlowConfig):
         config = SUNFlowConfig.from_mapping(config)
-    if getattr(theory, "name", None) != "sun" or len(theory.shape) != 2:
-        raise ValueError(f"build_sun_flow needs a 2D SU(N) theory, got {getattr(theory, 'name', theory)!r} "
-                         f"with shape {getattr(theory, 'shape', None)}")
-    layers = nn.ModuleList(SUNGaugeCoupling(theory.shape, theory.N, i % 2, (i // 2) % STRIDE, config)
-                           for i in range(config.n_layers))
+    if getattr(theory, "name", None) != "sun" or not 2 <= len(theory.shape) <= 4:
+        raise ValueError(f"build_sun_flow needs an SU(N) theory in D = 2 … 4, got "
+                         f"{getattr(theory, 'name', theory)!r} with shape {getattr(theory, 'shape', None)}")
+    schedule = layer_schedule(len(theory.shape), config.n_layers, config.offset_order)
+    layers = nn.ModuleList(SUNGaugeCoupling(theory.shape, theory.N, mu, nu, offset, config)
+                           for mu, nu, offset in schedule)
     flow = SUNFlow(theory.field_shape, theory.N, layers, config)
     reset_parameters(flow, generator if generator is not None else torch.Generator().manual_seed(0))
     return flow.to(device=device, dtype=dtype)

@@ -155,7 +155,9 @@ def test_new_flow_is_identity_and_config():
     with pytest.raises(ValueError):
         SUNFlowConfig.from_mapping({"wrong": 1})
     with pytest.raises(ValueError):
-        build_sun_flow(SUN((4, 4, 4, 4), 1.0, 3))
+        build_sun_flow(SUN((4, 4, 4, 4, 4), 1.0, 3))          # D = 5 has no conditioner
+    with pytest.raises(ValueError):
+        SUNFlowConfig.from_mapping({"offset_order": "sideways"})
 
 
 def test_reweighted_flow_samples_are_exact():
