@@ -86,6 +86,7 @@ def _record(state: ChainState, info: StepInfo, measure: Measure, field_dtype: to
         "logq": cpu(info.logq),
         "dH": cpu(info.dH),
         "proposal_logw": cpu(info.proposal_logw),
+        "accept_prob": cpu(info.accept_prob.to(torch.float64)),
         "obs": {k: cpu(v.to(torch.float64)) for k, v in measure(state.x).items()},
     }
 

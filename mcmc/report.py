@@ -68,12 +68,16 @@ def summarize_files(
         raise StoreError(f"{empty}: holds no configurations")
     names = list(ensembles[0].obs)
     series = {name: [c for e in ensembles for c in _chains(e.obs[name])] for name in names}
-    accepted = np.concatenate([e.accepted.ravel() for e in ensembles])
+    sampler = str(ensembles[0].attrs.get("sampler", ""))
+    # a local sweep's ``accepted`` only says that some site moved; its rate of accepted site updates
+    # is ``accept_prob``. HMC and the flow report the fraction of accepted proposals.
+    rate = "accept_prob" if sampler == "local" else "accepted"
+    accepted = np.concatenate([getattr(e, rate).ravel() for e in ensembles]).astype(np.float64)
     logw = np.concatenate([e.proposal_logw.ravel() for e in ensembles])
     finite = logw[np.isfinite(logw)]
     return Summary(
         theory=ensembles[0].theory,
-        sampler=str(ensembles[0].attrs.get("sampler", "")),
+        sampler=sampler,
         n_configs=int(sum(e.accepted.size for e in ensembles)),
         n_replicas=len(ensembles),
         acceptance=float(accepted.mean()),

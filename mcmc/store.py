@@ -4,11 +4,13 @@ One file per replica, ``<out>/<ensemble>.r<rank>.h5``. With B chains per replica
 datasets have shape ``(N, B, ...)``: axis 0 is the stored configuration, axis 1 the chain.
 
     configs (N, B, *field_shape)   traj (N,)          accepted, logp, logq, dH (N, B)
-    crc32   (N, B) uint32          obs/<name> (N, B)  proposal_logw (N, B)
+    crc32   (N, B) uint32          obs/<name> (N, B)  proposal_logw, accept_prob (N, B)
 
 ``logq`` is NaN for kernels without a proposal density (HMC, local) and ``dH`` NaN for those
 without a Hamiltonian (flow, local). ``proposal_logw`` = log p̃ − log q of the proposal made at
-that update (NaN without a proposal density); it gives the reweighting ESS.
+that update (NaN without a proposal density); it gives the reweighting ESS. ``accept_prob`` is the
+kernel's acceptance probability of that update, min(1, e^{log ratio}) for HMC and the flow, and for a
+local-update sweep its fraction of accepted site updates (where ``accepted`` only says "some moved").
 
 All datasets are chunked, resizable along axis 0 and appended together. The root attribute
 ``status`` is "running" until the run finishes, then "complete", so an interrupted or failed
@@ -41,7 +43,7 @@ import numpy as np
 
 FORMAT_VERSION = 1
 LIBVER = ("v110", "v110")  # superblock v3, readable by HDF5 >= 1.10; needed for SWMR
-CHAIN_DATASETS = ("accepted", "logp", "logq", "dH", "proposal_logw")
+CHAIN_DATASETS = ("accepted", "logp", "logq", "dH", "proposal_logw", "accept_prob")
 
 
 class StoreError(RuntimeError):
@@ -86,6 +88,7 @@ class Block:
     logq: np.ndarray  # (n, B)
     dH: np.ndarray  # (n, B)
     proposal_logw: np.ndarray  # (n, B)
+    accept_prob: np.ndarray  # (n, B)
     obs: Mapping[str, np.ndarray]  # name -> (n, B)
 
     def __len__(self) -> int:
@@ -133,7 +136,7 @@ class EnsembleWriter:
         _create(f, "traj", (), np.int64, 1024)
         _create(f, "crc32", (n_chains,), np.uint32, 1024)
         _create(f, "accepted", (n_chains,), np.bool_, 1024)
-        for name in ("logp", "logq", "dH", "proposal_logw"):
+        for name in ("logp", "logq", "dH", "proposal_logw", "accept_prob"):
             _create(f, name, (n_chains,), np.float64, 1024)
         for name in obs_names:
             _create(f, f"obs/{name}", (n_chains,), np.float64, 1024)
@@ -186,6 +189,7 @@ class EnsembleWriter:
             "logq": block.logq,
             "dH": block.dH,
             "proposal_logw": block.proposal_logw,
+            "accept_prob": block.accept_prob,
             **{f"obs/{k}": v for k, v in block.obs.items()},
             "traj": block.traj,
         }
@@ -332,6 +336,7 @@ class Ensemble:
     logp: np.ndarray  # (N, B)
     logq: np.ndarray  # (N, B)
     proposal_logw: np.ndarray  # (N, B)
+    accept_prob: np.ndarray  # (N, B)
     obs: Mapping[str, np.ndarray]  # name -> (N, B)
 
 
@@ -387,6 +392,7 @@ def read_ensemble(path: str | Path) -> Ensemble:
                 logp=f["logp"][:n],
                 logq=f["logq"][:n],
                 proposal_logw=f["proposal_logw"][:n],
+                accept_prob=f["accept_prob"][:n],
                 obs=obs,
             )
         except (KeyError, ValueError) as exc:

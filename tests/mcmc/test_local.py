@@ -21,39 +21,6 @@ from mcmc.local_phi4 import LocalPhi4, default_step_size
 from observables.gamma import gamma_analysis
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The sweeps run serially in numba; torch's per-step work on these small tensors (the action, the
-    observables) is fastest on one thread, and a second one only contends with numba on a 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
-def run_local(theory, kernel, n_chains, n_therm, n_meas, seed):
-    """Hot start, ``n_therm`` unrecorded steps, then ``n_meas`` measured ones: ``{name: (n_meas, B)}``."""
-    g = gen(seed)
-    state = kernel.init(theory.random_field(n_chains, g))
-    for _ in range(n_therm):
-        state, _ = kernel.step(state, g)
-    series, rates = {}, []
-    for _ in range(n_meas):
-        state, info = kernel.step(state, g)
-        rates.append(info.accept_prob.numpy())
-        for name, value in theory.observables(state.x).items():
-            series.setdefault(name, []).append(value.numpy())
-    return {k: np.stack(v) for k, v in series.items()}, np.stack(rates)
-
-
-def within(result, exact, n_sigma=4.0):
-    return abs(result.mean - exact) < n_sigma * result.err
-
-
 def test_neighbour_table_and_order():
     shape = (3, 4, 2)
     nbr, order = neighbours(shape), checkerboard_order(shape)
@@ -68,7 +35,7 @@ def test_neighbour_table_and_order():
 
 @pytest.mark.parametrize(("shape", "m2", "lam"),
                          [((8, 8), -4.0, 8.0), ((2, 3, 4), 0.5, 0.3), ((3, 2, 2, 2), -1.0, 1.0)])
-def test_sweep_changes_action_by_its_local_differences(shape, m2, lam):
+def test_sweep_changes_action_by_its_local_differences(shape, m2, lam, gen):
     """Σ of the site-local ΔS over accepted hits equals S(new) − S(old) of ``Phi4.action``: the local
     action is right for any D, for extent 2 (x+μ = x−μ) and odd extents (no proper checkerboard)."""
     theory = Phi4(shape, m2, lam)
@@ -83,10 +50,12 @@ def test_sweep_changes_action_by_its_local_differences(shape, m2, lam):
         x = new
 
 
-def test_free_field_matches_exact_fourier_values():
+def test_free_field_matches_exact_fourier_values(gen, within, run_chain):
     """L = 8, m² = 0.5, λ = 0: ⟨φ²⟩, ⟨M²⟩/V and ⟨S⟩/V within 4σ of the Fourier-mode values."""
     theory, exact = Phi4((8, 8), 0.5, 0.0), FreeField((8, 8), 0.5)
-    obs, rates = run_local(theory, LocalPhi4(theory), 64, 60, 800, seed=2)
+    g = gen(2)
+    chain = run_chain(LocalPhi4(theory), theory.random_field(64, g), g, n_therm=60, n_meas=800)
+    obs, rates = chain.obs, chain.info["accept_prob"]
     for name, value in (("phi2", exact.phi2()), ("mag2", exact.mag2()), ("action", exact.action())):
         res = gamma_analysis(obs[name])
         assert res.err < 0.025 * value, (name, res.err)
@@ -94,7 +63,7 @@ def test_free_field_matches_exact_fourier_values():
     assert 0.3 < rates.mean() < 0.8
 
 
-def test_interacting_three_site_ring_matches_quadrature():
+def test_interacting_three_site_ring_matches_quadrature(gen, within, run_chain):
     """λ > 0 in a double well (m² = −1, λ = 0.5) on a periodic ring of 3 sites, where ⟨φ²⟩, ⟨M²⟩/V and
     ⟨|M|⟩/V follow from a 3-dimensional quadrature of e^{−S} (a Riemann sum, spectrally accurate here).
 
@@ -115,14 +84,15 @@ def test_interacting_three_site_ring_matches_quadrature():
     mag = a + b + c
     exact = {"phi2": float((weight * (a * a + b * b + c * c)).sum() / 3),
              "mag2": float((weight * mag * mag).sum() / 3), "absmag": float((weight * np.abs(mag)).sum() / 3)}
-    obs, _ = run_local(theory, LocalPhi4(theory, n_hits=2), 64, 50, 1500, seed=3)
+    g = gen(3)
+    obs = run_chain(LocalPhi4(theory, n_hits=2), theory.random_field(64, g), g, n_therm=50, n_meas=1500).obs
     for name in ("phi2", "mag2", "absmag"):
         res = gamma_analysis(obs[name])
         assert res.err < 0.01 * exact[name], (name, res.err)
         assert within(res, exact[name]), (name, res.mean, res.err, exact[name])
 
 
-def test_step_records_follow_the_protocol():
+def test_step_records_follow_the_protocol(gen):
     theory = Phi4((4, 4), -1.0, 1.0)
     kernel = LocalPhi4(theory, n_hits=2, step_size=0.7)
     g = gen(4)
@@ -141,7 +111,7 @@ def test_step_records_follow_the_protocol():
     assert kernel.step(s32, g)[0].x.dtype == torch.float32
 
 
-def test_same_generator_state_gives_identical_chains():
+def test_same_generator_state_gives_identical_chains(gen):
     """All randomness comes from the generator: same seed → same chains; restoring the generator state
     and the chain state mid-run (a resume) continues bit-identically; another seed differs."""
     theory = Phi4((6, 6), -2.0, 1.0)
@@ -226,36 +196,19 @@ def test_cli_run_and_verify_with_local_sampler(tmp_path, capsys, theory):
         assert f.attrs["status"] == "complete" and f["configs"].shape[:2] == (30, 2)
         assert np.all(np.isnan(f["dH"][()])) and np.all(np.isnan(f["logq"][()]))
         assert np.all(f["accepted"][()])
+        # the reported acceptance is the rate of accepted site updates, not "some site moved" (= 1)
+        assert summary["acceptance"] == pytest.approx(f["accept_prob"][()].mean(), rel=1e-12)
     assert main(["verify", str(path)]) == 0
 
 
-class StopAfter:
-    """Stand-in for ``mcmc.job.stop_signals``: the stop flag turns true at the n-th poll."""
-
-    def __init__(self, n):
-        self.n, self.polls = n, 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def __bool__(self):
-        self.polls += 1
-        return self.polls >= self.n
-
-
-def test_cli_resume_is_bit_identical(tmp_path, monkeypatch):
+def test_cli_resume_is_bit_identical(tmp_path, monkeypatch, stop_after):
     """A local-update run stopped mid-way and resumed stores exactly the configurations of an
     uninterrupted run."""
-    import mcmc.job
-
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     assert main(["sample", str(write_card(tmp_path / "a", "u1")), "--quiet"]) == 0
     part = str(write_card(tmp_path / "b", "u1"))
-    monkeypatch.setattr(mcmc.job, "stop_signals", lambda: StopAfter(17))
+    stop_after(17)
     with pytest.raises(SystemExit):
         main(["sample", part, "--quiet"])
     monkeypatch.undo()

@@ -106,7 +106,7 @@ def test_export_nersc_command(tmp_path, capsys, links):
     )
     configs = np.stack([np.stack([links, links.conj()]), np.stack([links.conj(), links])])
     nan = np.full((2, 2), np.nan)
-    writer.append(Block(configs, np.array([10, 20]), np.ones((2, 2), bool), nan, nan, nan, nan, {}))
+    writer.append(Block(configs, np.array([10, 20]), np.ones((2, 2), bool), nan, nan, nan, nan, nan, {}))
     writer.close(complete=True)
     out = tmp_path / "cfg.nersc"
     code = main(["export-nersc", str(path), str(out), "--index", "1", "--chain", "1", "--storage", "3x2"])
