@@ -40,27 +40,30 @@ def _check_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape
 
 
-class Phi4Card(_Section):
-    name: Literal["phi4"]
+class _LatticeCard(_Section):
+    """A theory on a periodic lattice ``shape``; each theory narrows ``name`` to its own literal (the
+    discriminator), which keeps ``name`` and ``shape`` the first two keys."""
+
+    name: str
     shape: tuple[int, ...]
+    _shape = field_validator("shape")(classmethod(lambda cls, v: _check_shape(v)))
+
+
+class Phi4Card(_LatticeCard):
+    name: Literal["phi4"]
     m2: float
     lam: float = Field(ge=0)
-    _shape = field_validator("shape")(classmethod(lambda cls, v: _check_shape(v)))
 
 
-class U1Card(_Section):
+class U1Card(_LatticeCard):
     name: Literal["u1"]
-    shape: tuple[int, ...]
     beta: float
-    _shape = field_validator("shape")(classmethod(lambda cls, v: _check_shape(v)))
 
 
-class SUNCard(_Section):
+class SUNCard(_LatticeCard):
     name: Literal["sun"]
-    shape: tuple[int, ...]
     beta: float
     N: int = Field(ge=2)
-    _shape = field_validator("shape")(classmethod(lambda cls, v: _check_shape(v)))
 
 
 TheoryCard = Annotated[Phi4Card | U1Card | SUNCard, Field(discriminator="name")]

@@ -7,7 +7,9 @@
 
 One kernel ``step`` is one sweep over the lattice (φ⁴), or one heatbath sweep followed by
 ``n_overrelax`` overrelaxation sweeps (gauge theories). The chains' ``logp = −S`` is recomputed from the
-updated field by the theory's own ``action``.
+updated field by the theory's own ``action``. Every kernel is a ``LocalKernel`` (lattice check, cached
+neighbour table and visiting order, ``init``); the gauge kernels are ``LocalGaugeKernel``s, which add
+``n_overrelax``, ``overrelax`` and ``step`` around their own numba ``sweeps``.
 
 Randomness. Each step draws one 64-bit key per chain from the ``torch.Generator`` it is given; inside
 numba every chain runs its own SplitMix64 stream (Steele, Lea, Flood, OOPSLA 2014) started at that key.
@@ -20,13 +22,15 @@ A field on another device raises ``LocalKernelError``; set ``device: cpu`` in th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numba
 import numpy as np
 import torch
 
-from mcmc.kernel import StepInfo, nan_like
+from mcmc.kernel import ChainState, StepInfo, nan_like
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -100,6 +104,71 @@ def step_info(accept_rate: np.ndarray) -> StepInfo:
     rate = torch.from_numpy(np.ascontiguousarray(accept_rate, dtype=np.float64))
     nan = nan_like(rate)
     return StepInfo(accepted=rate > 0, accept_prob=rate, dH=nan, logq=nan.clone(), proposal_logw=nan.clone())
+
+
+@dataclass(frozen=True)
+class LocalKernel:
+    """What every local-update kernel shares: a ``theory`` whose lattice extents are all ≥ 2 (checked at
+    construction), its cached neighbour table and visiting order, and ``init``. A subclass adds its sweep
+    and ``step``."""
+
+    theory: Any
+
+    def __post_init__(self) -> None:
+        check_lattice(self.theory.shape)
+
+    @cached_property
+    def tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """Neighbour table ``(V, D, 2)`` and checkerboard visiting order ``(V,)``."""
+        return neighbours(self.theory.shape), checkerboard_order(self.theory.shape)
+
+    def _logp(self, x: torch.Tensor) -> torch.Tensor:
+        """``−S(x)`` per chain, ``(B,)`` float64."""
+        return -self.theory.action(x).to(torch.float64)
+
+    def init(self, x: torch.Tensor) -> ChainState:
+        """State of B chains at ``x`` of shape ``(B, *field_shape)``."""
+        check_cpu(x)
+        return ChainState(x=x, logp=self._logp(x))
+
+
+@dataclass(frozen=True)
+class LocalGaugeKernel(LocalKernel):
+    """Heatbath + overrelaxation scaffolding of the gauge kernels (``LocalU1``, ``LocalSUN``): one ``step``
+    is one heatbath sweep followed by ``n_overrelax`` overrelaxation sweeps. Heatbath always moves, so
+    ``StepInfo.accept_prob`` is 1. A subclass implements ``sweeps``."""
+
+    n_overrelax: int = 2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n_overrelax < 0:
+            raise ValueError(f"n_overrelax = {self.n_overrelax} must be >= 0")
+
+    def sweeps(self, x: torch.Tensor, generator: torch.Generator | None, n_heatbath: int = 1,
+               n_overrelax: int | None = None) -> tuple[torch.Tensor, np.ndarray]:
+        """Run ``n_heatbath`` heatbath then ``n_overrelax`` (``None``: the kernel's setting) overrelaxation
+        sweeps from links ``x``; returns the new links and the change of S ``(B,)``."""
+        raise NotImplementedError
+
+    def _run_sweeps(self, compiled: Any, field: np.ndarray, generator: torch.Generator | None,
+                    n_heatbath: int, n_overrelax: int | None) -> np.ndarray:
+        """Run the numba sweeps ``compiled(field, nbr, order, rng, beta, n_heatbath, n_overrelax)`` in
+        place on ``field (B, D, V, ...)``, with fresh chain keys from ``generator`` when there is a heatbath
+        sweep (zeros otherwise); returns the change of S ``(B,)``."""
+        n_chains = field.shape[0]
+        rng = chain_keys(n_chains, generator) if n_heatbath > 0 else np.zeros(n_chains, dtype=np.uint64)
+        n_or = self.n_overrelax if n_overrelax is None else n_overrelax
+        return compiled(field, *self.tables, rng, float(self.theory.beta), n_heatbath, n_or)
+
+    def overrelax(self, x: torch.Tensor) -> torch.Tensor:
+        """One deterministic overrelaxation sweep of links ``x``; S is unchanged."""
+        return self.sweeps(x, None, n_heatbath=0, n_overrelax=1)[0]
+
+    def step(self, state: ChainState, generator: torch.Generator) -> tuple[ChainState, StepInfo]:
+        """One heatbath sweep and ``n_overrelax`` overrelaxation sweeps of every chain."""
+        x, _ = self.sweeps(state.x, generator)
+        return ChainState(x=x, logp=self._logp(x)), step_info(np.ones(x.shape[0]))
 
 
 def local_kernel(card: Any, theory: Any) -> Any:

@@ -13,7 +13,6 @@ to e^{−S}, so the sweep leaves e^{−S} invariant.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import numba
 import numpy as np
@@ -22,11 +21,9 @@ import torch
 from lattice.scalar import Phi4
 from mcmc.kernel import ChainState, StepInfo
 from mcmc.local import (
+    LocalKernel,
     chain_keys,
     check_cpu,
-    check_lattice,
-    checkerboard_order,
-    neighbours,
     step_info,
     uniform,
 )
@@ -73,7 +70,7 @@ def default_step_size(theory: Phi4) -> float:
 
 
 @dataclass(frozen=True)
-class LocalPhi4:
+class LocalPhi4(LocalKernel):
     """Multi-hit checkerboard Metropolis kernel for ``Phi4`` fields ``(B, *L)`` (CPU only).
 
     One ``step`` is one sweep: every site gets ``n_hits`` hits of half-width ``step_size`` (``None``:
@@ -85,26 +82,16 @@ class LocalPhi4:
     step_size: float | None = None
 
     def __post_init__(self) -> None:
-        check_lattice(self.theory.shape)
+        super().__post_init__()
         if self.n_hits < 1:
             raise ValueError(f"n_hits = {self.n_hits} must be >= 1")
         if self.step_size is not None and not self.step_size > 0:
             raise ValueError(f"step_size = {self.step_size} must be positive")
 
-    @cached_property
-    def tables(self) -> tuple[np.ndarray, np.ndarray]:
-        """Neighbour table ``(V, D, 2)`` and checkerboard visiting order ``(V,)``."""
-        return neighbours(self.theory.shape), checkerboard_order(self.theory.shape)
-
     @property
     def delta(self) -> float:
         """The proposal half-width δ actually used."""
         return default_step_size(self.theory) if self.step_size is None else float(self.step_size)
-
-    def init(self, x: torch.Tensor) -> ChainState:
-        """State of B chains at ``x`` of shape ``(B, *L)``."""
-        check_cpu(x)
-        return ChainState(x=x, logp=-self.theory.action(x).to(torch.float64))
 
     def sweep(self, x: torch.Tensor,
               generator: torch.Generator) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
@@ -122,4 +109,4 @@ class LocalPhi4:
     def step(self, state: ChainState, generator: torch.Generator) -> tuple[ChainState, StepInfo]:
         """One sweep of every chain."""
         x, rate, _ = self.sweep(state.x, generator)
-        return ChainState(x=x, logp=-self.theory.action(x).to(torch.float64)), step_info(rate)
+        return ChainState(x=x, logp=self._logp(x)), step_info(rate)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property
 
 import numba
 import numpy as np
@@ -32,14 +31,9 @@ import torch
 
 from lattice.sun import complex_dtype
 from lattice.wilson import SUN
-from mcmc.kernel import ChainState, StepInfo
 from mcmc.local import (
-    chain_keys,
+    LocalGaugeKernel,
     check_cpu,
-    check_lattice,
-    checkerboard_order,
-    neighbours,
-    step_info,
     uniform,
 )
 
@@ -270,28 +264,12 @@ def sun_sweeps(u: np.ndarray, nbr: np.ndarray, order: np.ndarray, rng: np.ndarra
 
 
 @dataclass(frozen=True)
-class LocalSUN:
+class LocalSUN(LocalGaugeKernel):
     """Cabibbo–Marinari heatbath + overrelaxation kernel for ``SUN`` links ``(B, D, *L, N, N)`` (CPU only,
     any N ≥ 2 and D ≥ 2). One ``step`` is one heatbath sweep followed by ``n_overrelax`` overrelaxation
     sweeps; heatbath always moves, so ``StepInfo.accept_prob`` is 1."""
 
     theory: SUN
-    n_overrelax: int = 2
-
-    def __post_init__(self) -> None:
-        check_lattice(self.theory.shape)
-        if self.n_overrelax < 0:
-            raise ValueError(f"n_overrelax = {self.n_overrelax} must be >= 0")
-
-    @cached_property
-    def tables(self) -> tuple[np.ndarray, np.ndarray]:
-        """Neighbour table ``(V, D, 2)`` and checkerboard visiting order ``(V,)``."""
-        return neighbours(self.theory.shape), checkerboard_order(self.theory.shape)
-
-    def init(self, x: torch.Tensor) -> ChainState:
-        """State of B chains at links ``x`` of shape ``(B, D, *L, N, N)``."""
-        check_cpu(x)
-        return ChainState(x=x, logp=-self.theory.action(x).to(torch.float64))
 
     def sweeps(self, x: torch.Tensor, generator: torch.Generator | None, n_heatbath: int = 1,
                n_overrelax: int | None = None) -> tuple[torch.Tensor, np.ndarray]:
@@ -301,17 +279,5 @@ class LocalSUN:
         check_cpu(x)
         n_chains, dim, n = x.shape[0], x.shape[1], self.theory.N
         links = x.detach().to(torch.complex128).reshape(n_chains, dim, -1, n, n).numpy().copy()
-        rng = chain_keys(n_chains, generator) if n_heatbath > 0 else np.zeros(n_chains, dtype=np.uint64)
-        n_or = self.n_overrelax if n_overrelax is None else n_overrelax
-        d_action = sun_sweeps(links, *self.tables, rng, float(self.theory.beta), n_heatbath, n_or)
+        d_action = self._run_sweeps(sun_sweeps, links, generator, n_heatbath, n_overrelax)
         return torch.from_numpy(links).reshape(x.shape).to(complex_dtype(x.dtype)), d_action
-
-    def overrelax(self, x: torch.Tensor) -> torch.Tensor:
-        """One deterministic overrelaxation sweep of links ``x (B, D, *L, N, N)``; S is unchanged."""
-        return self.sweeps(x, None, n_heatbath=0, n_overrelax=1)[0]
-
-    def step(self, state: ChainState, generator: torch.Generator) -> tuple[ChainState, StepInfo]:
-        """One heatbath sweep and ``n_overrelax`` overrelaxation sweeps of every chain."""
-        x, _ = self.sweeps(state.x, generator)
-        logp = -self.theory.action(x).to(torch.float64)
-        return ChainState(x=x, logp=logp), step_info(np.ones(x.shape[0]))

@@ -22,21 +22,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property
 
 import numba
 import numpy as np
 import torch
 
 from lattice.u1 import U1
-from mcmc.kernel import ChainState, StepInfo
 from mcmc.local import (
-    chain_keys,
+    LocalGaugeKernel,
     check_cpu,
-    check_lattice,
-    checkerboard_order,
-    neighbours,
-    step_info,
     uniform,
 )
 
@@ -123,7 +117,7 @@ def u1_sweeps(theta: np.ndarray, nbr: np.ndarray, order: np.ndarray, rng: np.nda
 
 
 @dataclass(frozen=True)
-class LocalU1:
+class LocalU1(LocalGaugeKernel):
     """Heatbath + overrelaxation kernel for ``U1`` links ``(B, D, *L)`` (CPU only, any D ≥ 2).
 
     One ``step`` is one heatbath sweep followed by ``n_overrelax`` overrelaxation sweeps. Heatbath
@@ -131,22 +125,6 @@ class LocalU1:
     """
 
     theory: U1
-    n_overrelax: int = 2
-
-    def __post_init__(self) -> None:
-        check_lattice(self.theory.shape)
-        if self.n_overrelax < 0:
-            raise ValueError(f"n_overrelax = {self.n_overrelax} must be >= 0")
-
-    @cached_property
-    def tables(self) -> tuple[np.ndarray, np.ndarray]:
-        """Neighbour table ``(V, D, 2)`` and checkerboard visiting order ``(V,)``."""
-        return neighbours(self.theory.shape), checkerboard_order(self.theory.shape)
-
-    def init(self, x: torch.Tensor) -> ChainState:
-        """State of B chains at links ``x`` of shape ``(B, D, *L)``."""
-        check_cpu(x)
-        return ChainState(x=x, logp=-self.theory.action(x).to(torch.float64))
 
     def sweeps(self, x: torch.Tensor, generator: torch.Generator | None, n_heatbath: int = 1,
                n_overrelax: int | None = None) -> tuple[torch.Tensor, np.ndarray]:
@@ -156,17 +134,5 @@ class LocalU1:
         check_cpu(x)
         n_chains, dim = x.shape[0], x.shape[1]
         theta = x.detach().to(torch.float64).reshape(n_chains, dim, -1).numpy().copy()
-        rng = chain_keys(n_chains, generator) if n_heatbath > 0 else np.zeros(n_chains, dtype=np.uint64)
-        n_or = self.n_overrelax if n_overrelax is None else n_overrelax
-        d_action = u1_sweeps(theta, *self.tables, rng, float(self.theory.beta), n_heatbath, n_or)
+        d_action = self._run_sweeps(u1_sweeps, theta, generator, n_heatbath, n_overrelax)
         return torch.from_numpy(theta).reshape(x.shape).to(x.dtype), d_action
-
-    def overrelax(self, x: torch.Tensor) -> torch.Tensor:
-        """One deterministic overrelaxation sweep of links ``x (B, D, *L)``; S is unchanged."""
-        return self.sweeps(x, None, n_heatbath=0, n_overrelax=1)[0]
-
-    def step(self, state: ChainState, generator: torch.Generator) -> tuple[ChainState, StepInfo]:
-        """One heatbath sweep and ``n_overrelax`` overrelaxation sweeps of every chain."""
-        x, _ = self.sweeps(state.x, generator)
-        logp = -self.theory.action(x).to(torch.float64)
-        return ChainState(x=x, logp=logp), step_info(np.ones(x.shape[0]))

@@ -135,32 +135,13 @@ def test_failed_run_leaves_no_complete_looking_file(tmp_path, monkeypatch, capsy
     assert "did not finish" in capsys.readouterr().out
 
 
-class StopAfter:
-    """Stand-in for ``mcmc.job.stop_signals``: the stop flag turns true at the n-th poll."""
-
-    def __init__(self, n):
-        self.n, self.polls = n, 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def __bool__(self):
-        self.polls += 1
-        return self.polls >= self.n
-
-
-def test_resume_after_stop_is_bit_identical(tmp_path, monkeypatch):
+def test_resume_after_stop_is_bit_identical(tmp_path, monkeypatch, stop_after):
     """A run stopped mid-way and resumed gives exactly the configurations of an uninterrupted run."""
-    import mcmc.job
-
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     assert run_cli("sample", write_card(tmp_path / "a"), "--quiet") == 0
     part = write_card(tmp_path / "b")
-    monkeypatch.setattr(mcmc.job, "stop_signals", lambda: StopAfter(37))
+    stop_after(37)
     with pytest.raises(SystemExit):
         run_cli("sample", part, "--quiet")
     monkeypatch.undo()

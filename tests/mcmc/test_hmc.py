@@ -5,7 +5,6 @@ Errors are Wolff Gamma-method errors (each chain a replica); tolerances are 4σ.
 
 import numpy as np
 import pytest
-import torch
 
 from lattice.exact import FreeField
 from lattice.scalar import Phi4
@@ -13,37 +12,21 @@ from mcmc.hmc import HMC
 from observables.gamma import gamma_analysis
 
 
-def run_hmc(theory, n_chains, n_therm, n_traj, seed, tau=1.0, n_steps=10, integrator="omelyan"):
-    """Observables ``{name: (n_traj, B)}`` and ΔH ``(n_traj, B)`` of a batched HMC run."""
-    gen = torch.Generator().manual_seed(seed)
-    kernel = HMC(theory, tau, n_steps, integrator)
-    state = kernel.init(theory.random_field(n_chains, gen))
-    for _ in range(n_therm):
-        state, _ = kernel.step(state, gen)
-    obs, dh = [], []
-    for _ in range(n_traj):
-        state, info = kernel.step(state, gen)
-        obs.append({k: v.numpy() for k, v in theory.observables(state.x).items()})
-        dh.append(info.dH.numpy())
-    return {k: np.stack([o[k] for o in obs]) for k in obs[0]}, np.stack(dh)
-
-
-def within(result, exact, n_sigma=4.0):
-    return abs(result.mean - exact) < n_sigma * result.err
-
-
-def test_exp_minus_dH_is_one():
+def test_exp_minus_dH_is_one(gen, within, run_chain):
     """⟨e^{−ΔH}⟩ = 1 (Creutz) at a coarse step size (acceptance ≈ 0.9), where e^{−ΔH} fluctuates visibly."""
-    _, dh = run_hmc(Phi4((8, 8), -4.0, 8.0), 32, 100, 400, seed=3, n_steps=5)
+    theory, g = Phi4((8, 8), -4.0, 8.0), gen(3)
+    kernel = HMC(theory, tau=1.0, n_steps=5)
+    dh = run_chain(kernel, theory.random_field(32, g), g, n_therm=100, n_meas=400).info["dH"]
     res = gamma_analysis(np.exp(-dh))
     assert res.err < 0.01  # resolving power: a bias of 4 per cent would show at 4σ
     assert within(res, 1.0), (res.mean, res.err)
     assert np.mean(dh) > 0  # ⟨ΔH⟩ ≥ 0 by Jensen
 
 
-def test_free_field_matches_exact_fourier_values():
+def test_free_field_matches_exact_fourier_values(gen, within, run_chain):
     theory, exact = Phi4((8, 8), 0.5, 0.0), FreeField((8, 8), 0.5)
-    obs, _ = run_hmc(theory, 32, 50, 600, seed=7, n_steps=8)
+    kernel, g = HMC(theory, tau=1.0, n_steps=8), gen(7)
+    obs = run_chain(kernel, theory.random_field(32, g), g, n_therm=50, n_meas=600).obs
     for name, value in (("phi2", exact.phi2()), ("mag2", exact.mag2()), ("action", exact.action())):
         res = gamma_analysis(obs[name])
         assert res.err < 0.02 * value, (name, res.err)
@@ -83,9 +66,11 @@ def local_metropolis(shape, m2, lam, n_chains, n_sweeps, n_therm, seed, step=1.0
 
 
 @pytest.mark.slow
-def test_interacting_hmc_agrees_with_local_metropolis():
+def test_interacting_hmc_agrees_with_local_metropolis(gen, run_chain):
     """L = 8, m² = −4, λ = 8: HMC and an independent local sampler agree on ⟨M²⟩/V and ⟨|M|⟩/V."""
-    obs, _ = run_hmc(Phi4((8, 8), -4.0, 8.0), 32, 200, 1500, seed=5)
+    theory, g = Phi4((8, 8), -4.0, 8.0), gen(5)
+    kernel = HMC(theory, tau=1.0, n_steps=10)
+    obs = run_chain(kernel, theory.random_field(32, g), g, n_therm=200, n_meas=1500).obs
     ref = local_metropolis((8, 8), -4.0, 8.0, n_chains=64, n_sweeps=1500, n_therm=300, seed=6, step=0.7)
     for name in ("mag2", "absmag"):
         a, b = gamma_analysis(obs[name]), gamma_analysis(ref[name])

@@ -16,33 +16,7 @@ from mcmc.lie import kinetic_energy, sun_drift, sun_dynamics
 from observables.gamma import gamma_analysis
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small batched 3×3 products run fastest on one thread (and far faster on a loaded 2-core box)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
-def run(kernel, x, generator, n_therm, n_meas):
-    """Thermalise, then record the plaquette and ΔH of every chain: arrays ``(n_meas, B)``."""
-    state = kernel.init(x)
-    plaq, dh, acc = [], [], []
-    for i in range(n_therm + n_meas):
-        state, info = kernel.step(state, generator)
-        if i >= n_therm:
-            plaq.append(kernel.theory.observables(state.x)["plaquette"].numpy())
-            dh.append(info.dH.numpy())
-            acc.append(info.accepted.numpy())
-    return np.array(plaq), np.array(dh), np.array(acc), state
-
-
-def test_dynamics_dispatch_and_momenta():
+def test_dynamics_dispatch_and_momenta(gen):
     th = SUN((4, 4), 1.0, 3)
     dyn = dynamics_for(th)
     u = th.random_field(2, gen(0))
@@ -58,32 +32,32 @@ def test_dynamics_dispatch_and_momenta():
 
 
 @pytest.mark.parametrize("n", [2, 3])
-def test_plaquette_2d_matches_character_expansion(n):
+def test_plaquette_2d_matches_character_expansion(n, gen, run_chain):
     beta, shape = 2.0, (8, 8)
     th = SUN(shape, beta, n)
     kernel = HMC(th, tau=1.0, n_steps=3, integrator="omelyan")
-    plaq, _, acc, _ = run(kernel, th.random_field(16, gen(10 + n)), gen(20 + n), n_therm=10, n_meas=60)
-    res = gamma_analysis(plaq)
+    chain = run_chain(kernel, th.random_field(16, gen(10 + n)), gen(20 + n), n_therm=10, n_meas=60)
+    res = gamma_analysis(chain.obs["plaquette"])
     exact = exact_plaquette(n, beta, shape)
-    assert acc.mean() > 0.8
+    assert chain.info["accepted"].mean() > 0.8
     assert abs(res.mean - exact) < 4 * res.err, (res.mean, res.err, exact)
     assert res.err < 0.01
 
 
-def test_finite_volume_2x2_su2():
+def test_finite_volume_2x2_su2(gen, run_chain):
     """On a 2×2 torus the exact plaquette differs from the infinite-volume one; HMC must see that."""
     beta, shape = 4.0, (2, 2)
     th = SUN(shape, beta, 2)
     kernel = HMC(th, tau=1.0, n_steps=3, integrator="omelyan")
-    plaq, _, _, _ = run(kernel, th.random_field(64, gen(30)), gen(31), n_therm=10, n_meas=100)
-    res = gamma_analysis(plaq)
+    chain = run_chain(kernel, th.random_field(64, gen(30)), gen(31), n_therm=10, n_meas=100)
+    res = gamma_analysis(chain.obs["plaquette"])
     exact = exact_plaquette(2, beta, shape)
     assert abs(res.mean - exact) < 4 * res.err, (res.mean, res.err, exact)
     assert abs(res.mean - exact_plaquette(2, beta)) > 4 * res.err
 
 
 @pytest.mark.parametrize("integrator", ["leapfrog", "omelyan"])
-def test_reversibility_su3_4d(integrator):
+def test_reversibility_su3_4d(integrator, gen):
     th = SUN((4, 4, 4, 4), 5.5, 3)
     u = th.random_field(1, gen(40))
     dyn = dynamics_for(th)
@@ -96,7 +70,7 @@ def test_reversibility_su3_4d(integrator):
     assert (fwd.x - u).abs().max() > 0.1   # the trajectory went somewhere
 
 
-def test_energy_violation_is_second_order():
+def test_energy_violation_is_second_order(gen):
     """Leapfrog at fixed τ: ΔH = O(ε²), so halving ε divides |ΔH| by ≈ 4 (checks force and kinetic term)."""
     th = SUN((2, 2, 2, 2), 4.0, 3)
     u = th.random_field(1, gen(50))
@@ -112,11 +86,12 @@ def test_energy_violation_is_second_order():
     assert 3.5 < coarse / fine < 4.5, (coarse, fine)
 
 
-def test_exp_minus_dh_su3_4d():
+def test_exp_minus_dh_su3_4d(gen, run_chain):
     """In equilibrium ⟨e^{−ΔH}⟩ = 1 (Creutz); β = 2 thermalises from a Haar start in a few trajectories."""
     th = SUN((4, 4, 4, 4), 2.0, 3)
     kernel = HMC(th, tau=1.0, n_steps=6, integrator="leapfrog")   # ⟨ΔH⟩ ≈ 0.2: e^{−ΔH} stays well-behaved
-    _, dh, acc, _ = run(kernel, th.random_field(8, gen(60)), gen(61), n_therm=6, n_meas=18)
+    chain = run_chain(kernel, th.random_field(8, gen(60)), gen(61), n_therm=6, n_meas=18)
+    dh, acc = chain.info["dH"], chain.info["accepted"]
     res = gamma_analysis(np.exp(-dh))
     assert abs(res.mean - 1.0) < 4 * res.err, (res.mean, res.err)
     dh_res = gamma_analysis(dh)
@@ -124,7 +99,7 @@ def test_exp_minus_dh_su3_4d():
     assert 0.5 < acc.mean() < 1.0
 
 
-def test_complex64_trajectory():
+def test_complex64_trajectory(gen):
     th = SUN((4, 4), 2.0, 3)
     kernel = HMC(th, tau=1.0, n_steps=4)
     u = th.random_field(4, gen(70), dtype=torch.float32)
@@ -135,7 +110,7 @@ def test_complex64_trajectory():
     assert max(unitarity_violation(state.x)) < 1e-5
 
 
-def test_complex64_drift_stays_on_the_group():
+def test_complex64_drift_stays_on_the_group(gen):
     th = SUN((4, 4), 1.0, 3)
     u = th.random_field(2, gen(72), dtype=torch.float32)
     dyn = dynamics_for(th)

@@ -13,41 +13,9 @@ from mcmc.integrators import integrate
 from observables.gamma import gamma_analysis
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: these small batched kernels are faster so, and far faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
-def run_hmc(theory, kernel, n_chains, n_therm, n_meas, seed):
-    """Hot start, ``n_therm`` trajectories, then ``n_meas`` measured ones; returns (state, series, infos)."""
-    g = gen(seed)
-    state = kernel.init(theory.random_field(n_chains, g))
-    for _ in range(n_therm):
-        state, _ = kernel.step(state, g)
-    series, infos = {}, []
-    for _ in range(n_meas):
-        state, info = kernel.step(state, g)
-        infos.append(info)
-        for name, value in theory.observables(state.x).items():
-            series.setdefault(name, []).append(value)
-    return state, {k: torch.stack(v).numpy() for k, v in series.items()}, infos
-
-
-def within(result, exact, n_sigma=4.0):
-    return abs(result.mean - exact) < n_sigma * result.err
-
-
 @pytest.mark.parametrize("scheme", ["leapfrog", "omelyan"])
 @pytest.mark.parametrize("shape", [(6, 5), (3, 4, 3, 4)])
-def test_reversibility(scheme, shape):
+def test_reversibility(scheme, shape, gen):
     th = U1(shape, 2.0)
     dyn = dynamics_for(th)
     g = gen(1)
@@ -60,7 +28,7 @@ def test_reversibility(scheme, shape):
 
 
 @pytest.mark.parametrize(("scheme", "order"), [("leapfrog", 2), ("omelyan", 2)])
-def test_energy_violation_scales_with_step_size(scheme, order):
+def test_energy_violation_scales_with_step_size(scheme, order, gen):
     """|ΔH| ∝ ε^order along a trajectory of fixed length (both schemes are second order)."""
     th = U1((8, 8), 2.0)
     dyn = dynamics_for(th)
@@ -78,7 +46,7 @@ def test_energy_violation_scales_with_step_size(scheme, order):
 
 
 @pytest.mark.parametrize("shape", [(8, 8), (4, 4, 4, 4)])
-def test_exp_minus_dh_averages_to_one(shape):
+def test_exp_minus_dh_averages_to_one(shape, gen):
     """Creutz's identity ⟨e^{−ΔH}⟩ = 1 in equilibrium, with a coarse step so that ΔH = O(1)."""
     th = U1(shape, 2.0)
     coarse = HMC(th, tau=1.0, n_steps=3 if len(shape) == 2 else 8, integrator="leapfrog")
@@ -98,10 +66,12 @@ def test_exp_minus_dh_averages_to_one(shape):
     assert res.err < 0.05
 
 
-def test_hmc_2d_beta2_matches_exact_plaquette_and_q2():
+def test_hmc_2d_beta2_matches_exact_plaquette_and_q2(gen, within, run_chain):
     """L = 8, β = 2: plaquette and ⟨Q²⟩ within 4σ (Gamma method over 64 chains); Q integer throughout."""
     th = U1((8, 8), 2.0)
-    _, series, infos = run_hmc(th, HMC(th, tau=1.0, n_steps=6), 64, 60, 400, seed=10)
+    g = gen(10)
+    chain = run_chain(HMC(th, tau=1.0, n_steps=6), th.random_field(64, g), g, n_therm=60, n_meas=400)
+    series = chain.obs
     plaq, q2 = gamma_analysis(series["plaquette"]), gamma_analysis(series["Q2"])
     assert within(plaq, exact_u1.plaquette(2.0, 8)) and plaq.err < 1.5e-3
     assert within(q2, exact_u1.q2(2.0, 8)) and q2.err < 0.04
@@ -109,14 +79,15 @@ def test_hmc_2d_beta2_matches_exact_plaquette_and_q2():
     assert within(chi, exact_u1.chi_t(2.0, 8))
     q = series["Q"]
     assert np.abs(q - np.round(q)).max() < 1e-8
-    acceptance = torch.stack([i.accepted.double() for i in infos]).mean().item()
+    acceptance = chain.info["accepted"].mean()
     assert acceptance > 0.95
 
 
-def test_hmc_2d_beta4_matches_exact_plaquette_and_q2():
+def test_hmc_2d_beta4_matches_exact_plaquette_and_q2(gen, within, run_chain):
     """L = 8, β = 4: the charge decorrelates slowly (τ_int(Q²) ≈ 10), still within 4σ over 64 chains."""
     th = U1((8, 8), 4.0)
-    _, series, _ = run_hmc(th, HMC(th, tau=2.0, n_steps=8), 64, 60, 400, seed=3)
+    g = gen(3)
+    series = run_chain(HMC(th, tau=2.0, n_steps=8), th.random_field(64, g), g, n_therm=60, n_meas=400).obs
     plaq, q2 = gamma_analysis(series["plaquette"]), gamma_analysis(series["Q2"])
     assert within(plaq, exact_u1.plaquette(4.0, 8)) and plaq.err < 1e-3
     assert within(q2, exact_u1.q2(4.0, 8)) and q2.err < 0.05
@@ -125,17 +96,18 @@ def test_hmc_2d_beta4_matches_exact_plaquette_and_q2():
     assert np.abs(q - np.round(q)).max() < 1e-8
 
 
-def test_hmc_4d_strong_coupling_plaquette():
+def test_hmc_4d_strong_coupling_plaquette(gen, run_chain):
     """D = 4, β = 0.5: ⟨cos θ_P⟩ = u + 8u⁵ du/dβ + O(u⁹), u = I_1/I_0 (the 6-plaquette cubes of the
     strong-coupling expansion: log Z / N_P = log I_0 + (4/3) u⁶ + …, with 4 cubes per site in 4D)."""
     beta = 0.5
     th = U1((4, 4, 4, 4), beta)
-    _, series, infos = run_hmc(th, HMC(th, tau=1.0, n_steps=5), 16, 20, 150, seed=12)
-    plaq = gamma_analysis(series["plaquette"])
+    g = gen(12)
+    chain = run_chain(HMC(th, tau=1.0, n_steps=5), th.random_field(16, g), g, n_therm=20, n_meas=150)
+    plaq = gamma_analysis(chain.obs["plaquette"])
     u = exact_u1.plaquette_infinite(beta)
     du = 1.0 - u / beta - u * u  # d(I_1/I_0)/dβ
     expansion = u + 8 * u**5 * du
     assert abs(plaq.mean - expansion) < 4 * plaq.err + 2e-4
     assert abs(plaq.mean - u) > 4 * plaq.err  # the cube correction is resolved
-    assert torch.stack([i.accepted.double() for i in infos]).mean().item() > 0.9
+    assert chain.info["accepted"].mean() > 0.9
     assert math.isfinite(plaq.tau_int)

@@ -6,7 +6,6 @@ Errors are Wolff Gamma-method errors (each chain a replica); tolerances are 4σ.
 import math
 
 import numpy as np
-import pytest
 import torch
 
 from flows.model import build_flow
@@ -16,16 +15,6 @@ from mcmc.hmc import HMC
 from mcmc.independence import FlowChainState, IndependenceMetropolis, flow_proposals, reweighted_observables
 from mcmc.kernel import Kernel
 from observables.gamma import gamma_analysis
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these small tensors gain nothing from two, and on a loaded 2-core machine
-    two threads spin-wait on each other (10× slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class Gaussian:
@@ -46,15 +35,6 @@ def identity_flow(shape):
     return build_flow(
         Gaussian(shape), {"coupling": "affine", "n_layers": 2, "fourier": False}, dtype=torch.float64
     )
-
-
-def run_chain(kernel, state, n_steps, gen, observable):
-    values, accepted = [], []
-    for _ in range(n_steps):
-        state, info = kernel.step(state, gen)
-        values.append(observable(state.x).numpy())
-        accepted.append(info.accepted.numpy())
-    return state, np.stack(values), np.stack(accepted)
 
 
 def test_exact_flow_is_always_accepted():
@@ -104,14 +84,15 @@ def test_init_computes_logq_through_the_inverse():
     torch.testing.assert_close(state.logp, -theory.action(x))
 
 
-def test_mismatched_proposal_samples_the_target():
+def test_mismatched_proposal_samples_the_target(run_chain):
     """N(0, 1) proposals for a N(0, σ² = 0.6) target: acceptance < 1, yet ⟨φ²⟩ = σ² (chain, reweighting)."""
     sigma2 = 0.6
     theory = Gaussian((2,), sigma=math.sqrt(sigma2))
     kernel = IndependenceMetropolis(theory, identity_flow((2,)), batch=512)
     gen = torch.Generator().manual_seed(4)
     state = kernel.init_from_flow(16, gen)
-    _, phi2, accepted = run_chain(kernel, state, 2000, gen, lambda x: (x * x).mean(1))
+    chain = run_chain(kernel, state, gen, n_therm=0, n_meas=2000)
+    phi2, accepted = chain.obs["phi2"], chain.info["accepted"]
     res = gamma_analysis(phi2[200:])
     assert 0.5 < accepted.mean() < 0.95
     assert res.err < 0.01 and abs(res.mean - sigma2) < 4 * res.err, (res.mean, res.err)
@@ -121,19 +102,7 @@ def test_mismatched_proposal_samples_the_target():
     assert values["phi2"].shape == (10,) and logw.shape == (10,)
 
 
-def hmc_observables(theory, n_chains, n_therm, n_traj, seed):
-    gen = torch.Generator().manual_seed(seed)
-    kernel = HMC(theory, 1.0, 8, "omelyan")
-    state = kernel.init(0.3 * torch.randn(n_chains, *theory.field_shape, generator=gen, dtype=torch.float64))
-    out = []
-    for i in range(n_therm + n_traj):
-        state, _ = kernel.step(state, gen)
-        if i >= n_therm:
-            out.append({k: v.numpy() for k, v in theory.observables(state.x).items()})
-    return {k: np.stack([o[k] for o in out]) for k in out[0]}
-
-
-def test_flow_metropolis_and_reweighting_agree_with_hmc():
+def test_flow_metropolis_and_reweighting_agree_with_hmc(run_chain):
     """φ⁴ at L = 8, m² = −4, λ = 8: a briefly trained flow, corrected by independence Metropolis and by
     reweighting, reproduces HMC's ⟨M²⟩/V and ⟨|M|⟩/V within 4σ (both sides computed here)."""
     theory = Phi4((8, 8), -4.0, 8.0)
@@ -144,21 +113,17 @@ def test_flow_metropolis_and_reweighting_agree_with_hmc():
     assert res.n_skipped == 0
 
     kernel = IndependenceMetropolis(theory, flow.as_float64(), batch=256)
-    state = kernel.init_from_flow(16, gen)
-    obs, accepted = {}, []
-    for i in range(1024 + 64):
-        state, info = kernel.step(state, gen)
-        if i >= 64:
-            accepted.append(info.accepted.numpy())
-            for k, v in theory.observables(state.x).items():
-                obs.setdefault(k, []).append(v.numpy())
-    assert np.mean(accepted) > 0.15  # the flow has learned something
+    chain = run_chain(kernel, kernel.init_from_flow(16, gen), gen, n_therm=64, n_meas=1024)
+    obs = chain.obs
+    assert np.mean(chain.info["accepted"]) > 0.15  # the flow has learned something
 
     rw, ess = reweighted_observables(theory, flow.as_float64(), 16384, gen)
-    hmc = hmc_observables(theory, 32, 100, 400, seed=6)
+    hmc_gen = torch.Generator().manual_seed(6)
+    x = 0.3 * torch.randn(32, *theory.field_shape, generator=hmc_gen, dtype=torch.float64)
+    hmc = run_chain(HMC(theory, 1.0, 8, "omelyan"), x, hmc_gen, n_therm=100, n_meas=400).obs
     for name in ("mag2", "absmag"):
         ref = gamma_analysis(hmc[name])
-        mc = gamma_analysis(np.stack(obs[name]))
+        mc = gamma_analysis(obs[name])
         sigma = math.hypot(ref.err, mc.err)
         assert abs(mc.mean - ref.mean) < 4 * sigma, (name, mc.mean, mc.err, ref.mean, ref.err)
         assert mc.err < 0.05 * ref.mean  # the comparison has resolving power

@@ -1,0 +1,105 @@
+"""Shared fixtures of the kernel tests: one torch thread, seeded generators, the 4σ check, a short
+batched chain (HMC, local updates or a flow) with its observables and step records, and a job that
+stops at the n-th poll of its stop flag.
+
+The helpers are handed out as fixtures (``gen``, ``within``, ``run_chain``, ``stop_after``) because the
+tests import in pytest's ``importlib`` mode, where a test module cannot import ``conftest``."""
+
+from dataclasses import fields
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+import torch
+
+from mcmc.kernel import ChainState
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread: the batched kernels run on small tensors (and the local sweeps serially in
+    numba), so a second thread only spin-waits or contends with numba on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def _within(result, exact, n_sigma=4.0):
+    return abs(result.mean - exact) < n_sigma * result.err
+
+
+class Chain(NamedTuple):
+    """A finished run: the last ``state``; ``obs[name]`` and ``info[field]`` of each measured step,
+    numpy ``(n_meas, B)`` (``obs`` from ``theory.observables``, ``info`` the ``StepInfo`` fields)."""
+
+    state: ChainState
+    obs: dict[str, np.ndarray]
+    info: dict[str, np.ndarray]
+
+
+def _run_chain(kernel, start, generator, n_therm, n_meas):
+    """B chains of ``kernel`` started at ``start``, fields ``(B, ...)`` or a state of the kernel's own:
+    ``n_therm`` unrecorded steps, then ``n_meas`` measured ones, all drawing from ``generator``."""
+    state = kernel.init(start) if isinstance(start, torch.Tensor) else start
+    for _ in range(n_therm):
+        state, _ = kernel.step(state, generator)
+    obs, info = {}, {}
+    for _ in range(n_meas):
+        state, step = kernel.step(state, generator)
+        for name, value in kernel.theory.observables(state.x).items():
+            obs.setdefault(name, []).append(value.numpy())
+        for field in fields(step):
+            info.setdefault(field.name, []).append(getattr(step, field.name).numpy())
+    return Chain(state, {k: np.stack(v) for k, v in obs.items()}, {k: np.stack(v) for k, v in info.items()})
+
+
+@pytest.fixture
+def gen():
+    """``gen(seed)``: a fresh CPU ``torch.Generator`` seeded with ``seed``."""
+    return _gen
+
+
+@pytest.fixture
+def within():
+    """``within(result, exact, n_sigma=4)``: a Gamma-method ``result`` agrees with ``exact`` to n_sigma σ."""
+    return _within
+
+
+@pytest.fixture
+def run_chain():
+    """``run_chain(kernel, start, generator, n_therm, n_meas) -> Chain``."""
+    return _run_chain
+
+
+class _StopAfter:
+    """Stand-in for ``mcmc.job.stop_signals``: the stop flag turns true at the n-th poll."""
+
+    def __init__(self, n):
+        self.n, self.polls = n, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def __bool__(self):
+        self.polls += 1
+        return self.polls >= self.n
+
+
+@pytest.fixture
+def stop_after(monkeypatch):
+    """``stop_after(n)``: from now until ``monkeypatch.undo()``, a job's stop flag turns true at its n-th poll
+    (``mcmc.job.stop_signals`` is replaced), as if the job had been sent SIGTERM."""
+    import mcmc.job
+
+    def patch(n):
+        monkeypatch.setattr(mcmc.job, "stop_signals", lambda: _StopAfter(n))
+
+    return patch
