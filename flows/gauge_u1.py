@@ -29,13 +29,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from flows.circular import CIRCULAR_TRANSFORMS
+from flows.config import MappingConfig
 from flows.model import Flow
 from flows.nets import ACTIVATIONS, ConvNet, reset_parameters
 from flows.train import load_checkpoint
@@ -46,7 +47,7 @@ STRIDE = 4  # rows per period of the mask pattern: active, frozen, frozen, passi
 
 
 @dataclass(frozen=True)
-class U1FlowConfig:
+class U1FlowConfig(MappingConfig):
     """Architecture of a 2D U(1) gauge-equivariant flow.
 
     coupling: circle transform, ``"spline"`` (circular rational-quadratic, ``bins`` bins) or ``"ncp"``
@@ -67,6 +68,10 @@ class U1FlowConfig:
     loops: bool = True
     positional: bool = False
 
+    # ``bound`` (the scalar spline's interval) is accepted and ignored: circle maps live on [0, 2π]
+    _accepts = "U(1) flows accept"
+    _ignored = ("bound",)
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         if self.coupling not in CIRCULAR_TRANSFORMS:
@@ -86,23 +91,6 @@ class U1FlowConfig:
         """Raw parameters of the circle transform per active plaquette."""
         size = self.bins if self.coupling == "spline" else self.components
         return CIRCULAR_TRANSFORMS[self.coupling][2](size)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-container form, as stored in checkpoints."""
-        d = asdict(self)
-        d["hidden"] = list(self.hidden)
-        return d
-
-    @classmethod
-    def from_mapping(cls, config: Mapping[str, Any] | None) -> U1FlowConfig:
-        """Build from a dict (e.g. a card's ``flow`` section). ``bound`` (the scalar spline's interval) is
-        accepted and ignored, circle maps live on [0, 2π]; any other unknown key raises ``ValueError``."""
-        config = {k: v for k, v in dict(config or {}).items() if k != "bound"}
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown flow key(s) {unknown}; U(1) flows accept {sorted(known)}")
-        return cls(**config)
 
 
 class HaarPrior:
