@@ -52,7 +52,8 @@ def main():
         cost = r["cost_per_indep_s"].get(args.obs)
         be = r["break_even_configs"].get(args.obs)
         lines.append(
-            f"| {value} | {r['sampler']} | {fmt(r['acceptance'])} | {fmt(r['ess'])} | {tau_text(r, args.obs)} | "
+            f"| {value} | {r['sampler']} | {fmt(r['acceptance'])} | {fmt(r['ess'])} "
+            f"| {tau_text(r, args.obs)} | "
             f"{1e3 * r['seconds_per_config']:.3g} | {fmt(None if cost is None else 1e3 * cost)} | "
             f"{fmt(r['cost_ratio'].get(args.obs))} | {r['train_s']:.0f} | {fmt(be, 2) if be else '–'} |")
     table = "\n".join(lines)

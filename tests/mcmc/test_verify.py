@@ -10,6 +10,7 @@ import pytest
 from mcmc.card import parse_card
 from mcmc.cli import main
 from mcmc.job import World, sample_replica
+from mcmc.store import CHAIN_DATASETS
 from mcmc.verify import verify_file
 
 CARD = {
@@ -128,7 +129,7 @@ def test_rows_missing_from_one_dataset_and_short_runs(copy, capsys):
     code, out = verify(capsys, copy)
     assert code == 1 and "dataset obs/mag2 has 30 rows, traj has 40" in out
     with h5py.File(copy, "r+") as f:
-        for name in ("configs", "traj", "crc32", "accepted", "logp", "logq", "dH", "proposal_logw", "accept_prob"):
+        for name in ("configs", "traj", "crc32", *CHAIN_DATASETS):
             f[name].resize(30, axis=0)
         for name in f["obs"]:
             f["obs"][name].resize(30, axis=0)
