@@ -11,6 +11,7 @@ from flows.gauge_u1 import (
     U1FlowConfig,
     U1GaugeCoupling,
     build_u1_flow,
+    layer_schedule,
     plaquette_2d,
     row_masks,
 )
@@ -71,17 +72,22 @@ def random_gauge(shape, n, seed):
     return TWO_PI * (2 * torch.rand((n, *shape), generator=gen(seed), dtype=torch.float64) - 1)
 
 
-def test_masks_partition_rows_and_cover_every_link():
+@pytest.mark.parametrize("order", ["decreasing", "increasing"])
+def test_masks_partition_rows_and_cover_every_link(order):
     shape = (8, 12)
     updated = torch.zeros(2, *shape, dtype=torch.int64)
-    for i in range(8):
-        mu, off = i % 2, (i // 2) % 4
+    for mu, off in layer_schedule(8, order):
         m = row_masks(shape, mu, off)
         total = m["active"].int() + m["passive"].int() + m["frozen"].int()
         assert torch.all(total == 1)
         assert torch.equal(m["passive"], torch.roll(m["active"], -1, dims=1 - mu))
         updated[mu] += m["active"].int()
     assert torch.all(updated == 1)  # 8 layers update every link exactly once
+    # in decreasing order the 2nd and 3rd layer of each direction find their passive rows (o − 1) unshaped
+    for mu in (0, 1):
+        offsets = [off for m, off in layer_schedule(8, order) if m == mu]
+        fresh = [(offsets[k] - 1) % 4 not in offsets[:k] for k in (1, 2)]
+        assert all(fresh) == (order == "decreasing")
     with pytest.raises(ValueError, match="mod 4"):
         row_masks((8, 9), 0, 0)
 
