@@ -96,10 +96,42 @@ def _gather_last(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(t, -1, index)
 
 
+class SafeEig(torch.autograd.Function):
+    """``torch.linalg.eig`` with a broadened eigenvector backward, safe at (nearly) degenerate spectra.
+
+    The backward is torch's (gA = V^{-H} (diag(gλ) + (V^H gV − V^H V diag Re(V^H gV)) / E*) V^H with
+    E_ij = λ_j − λ_i), except that 1/E*_ij = E_ij/|E_ij|² becomes E_ij/(|E_ij|² + η), η = ``ETA``: equal to
+    torch's gradient to relative O(η/|Δλ|²) for eigenvalue gaps |Δλ| ≫ √η = 1e-3, and bounded by
+    1/(2√η) instead of infinite (NaN at an exact degeneracy) as the gap closes. Under Haar measure a gap
+    below 1e-3 has probability O(1e-9) per matrix, so training gradients are unchanged in practice.
+    """
+
+    ETA = 1e-6
+
+    @staticmethod
+    def forward(ctx: Any, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lam, v = torch.linalg.eig(w)
+        ctx.save_for_backward(lam, v)
+        return lam, v
+
+    @staticmethod
+    def backward(ctx: Any, g_lam: torch.Tensor | None, g_v: torch.Tensor | None) -> torch.Tensor:
+        lam, v = ctx.saved_tensors
+        vh = v.mH
+        inner = torch.zeros_like(v) if g_v is None else vh @ g_v
+        inner = inner - vh @ (v * inner.real.diagonal(dim1=-2, dim2=-1).unsqueeze(-2))
+        e = lam.unsqueeze(-2) - lam.unsqueeze(-1)                          # E_ij = λ_j − λ_i
+        inner = inner * (e / (e.abs() ** 2 + SafeEig.ETA))
+        diag = torch.zeros_like(lam) if g_lam is None else g_lam
+        inner = inner - torch.diag_embed(inner.diagonal(dim1=-2, dim2=-1)) + torch.diag_embed(diag)
+        return torch.linalg.solve(vh, inner @ vh)
+
+
 def eigen_alcove(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Alcove angles θ ``(..., N)`` (descending, Σθ = 0, θ_1 − θ_N ≤ 2π) and eigenvectors V ``(..., N, N)``
-    (column j belongs to e^{iθ_j}) of SU(N) matrices ``w (..., N, N)``."""
-    lam, v = torch.linalg.eig(w)
+    (column j belongs to e^{iθ_j}) of SU(N) matrices ``w (..., N, N)``; the eigendecomposition is
+    :class:`SafeEig`, whose gradients stay finite at degenerate spectra."""
+    lam, v = SafeEig.apply(w) if torch.is_grad_enabled() and w.requires_grad else torch.linalg.eig(w)
     phi = torch.angle(lam)
     n = phi.shape[-1]
     m = torch.round(phi.sum(-1, keepdim=True) / TWO_PI)              # Σφ = 2π m since det = 1
@@ -132,12 +164,33 @@ def sticks_to_alcove(b: torch.Tensor) -> torch.Tensor:
     return torch.cat([first, first - torch.cumsum(gaps, dim=-1)], dim=-1)
 
 
+class _LogChord(torch.autograd.Function):
+    """2 log(2 sin(d/2)) (clamped at log ``_EPS``) of angle differences d ∈ [0, 2π]; the backward is the
+    derivative of log(4 sin²(d/2) + η), η = ``ETA``: exact to relative O(η/d²), bounded by 1/(2√η) as
+    d → 0 where the true derivative cot(d/2) diverges (the divergences of the two Haar densities in a
+    spectral log-det cancel, but only after large float32 round-off)."""
+
+    ETA = 1e-10
+
+    @staticmethod
+    def forward(ctx: Any, diff: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(diff)
+        return 2.0 * torch.log((2.0 * torch.sin(0.5 * diff)).clamp(min=_EPS))
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (diff,) = ctx.saved_tensors
+        chord2 = 4.0 * torch.sin(0.5 * diff) ** 2
+        return grad * 2.0 * torch.sin(diff) / (chord2 + _LogChord.ETA)
+
+
 def log_haar_density(theta: torch.Tensor) -> torch.Tensor:
-    """log |Δ(e^{iθ})|² = Σ_{i<j} log 4 sin²((θ_i − θ_j)/2) for alcove angles ``(..., N)``; ``(...)``."""
+    """log |Δ(e^{iθ})|² = Σ_{i<j} log 4 sin²((θ_i − θ_j)/2) for alcove angles ``(..., N)``; ``(...)``.
+    Gradients stay finite at coinciding angles (``_LogChord``)."""
     n = theta.shape[-1]
     i, j = torch.triu_indices(n, n, offset=1, device=theta.device)
     diff = theta[..., i] - theta[..., j]
-    return 2.0 * torch.log((2.0 * torch.sin(0.5 * diff)).clamp(min=_EPS)).sum(-1)
+    return _LogChord.apply(diff).sum(-1)
 
 
 def spectral_map(theta: torch.Tensor, params: torch.Tensor, inverse: bool = False

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from flows.config import MappingConfig
 from flows.model import Flow, FlowConfig, build_flow
 
 CHECKPOINT_FORMAT = "latflow.flow_checkpoint/1"
-METRICS = ("loss", "ess", "acceptance", "lr", "batch_size", "grad_norm", "seconds")
+METRICS = ("loss", "ess", "acceptance", "lr", "batch_size", "grad_norm", "seconds", "cpu_seconds")
 
 
 class CheckpointMismatch(ValueError):
@@ -84,6 +84,13 @@ class TrainResult:
     seconds: float
     steps_done: int
     stopped_by: str
+
+    @property
+    def cpu_seconds(self) -> float:
+        """Cumulative CPU seconds of the training process (all its threads): the cost of training,
+        insensitive to other jobs sharing the machine (``seconds`` is wall-clock)."""
+        cpu = self.metrics.get("cpu_seconds")
+        return float(cpu[-1]) if cpu is not None and len(cpu) else 0.0
 
 
 def schedule_progress(config: TrainConfig, step: int, seconds: float = 0.0) -> float:
@@ -203,6 +210,19 @@ def load_flow(
     return flow
 
 
+def restore_history(saved: Mapping[str, Any]) -> dict[str, list[float]]:
+    """The metric history of a checkpoint as lists; a metric it predates reads as NaN."""
+    n = int(saved["step"])
+    return {k: saved["metrics"][k].tolist() if k in saved["metrics"] else [math.nan] * n for k in METRICS}
+
+
+def cpu_clock(history: Mapping[str, list[float]]) -> Callable[[], float]:
+    """A clock of cumulative training CPU seconds that continues from ``history``'s last entry."""
+    done = [c for c in history.get("cpu_seconds", []) if math.isfinite(c)]
+    before, start = (done[-1] if done else 0.0), time.process_time()
+    return lambda: before + time.process_time() - start
+
+
 def checkpoint_payload(
     flow: Flow,
     theory: Any,
@@ -300,10 +320,10 @@ def train_flow(
         optimizer.load_state_dict(saved["optimizer"])
         generator.set_state(saved["generator"])
         step, n_skipped, seconds_before = saved["step"], saved["n_skipped"], saved["seconds"]
-        history = {k: saved["metrics"][k].tolist() for k in METRICS}
+        history = restore_history(saved)
 
     flow.train()
-    start = time.perf_counter()
+    start, cpu_seconds = time.perf_counter(), cpu_clock(history)
     stopped_by = "steps"
     bar = tqdm(total=config.steps, initial=step, disable=not progress, desc="train flow", dynamic_ncols=True)
 
@@ -317,7 +337,7 @@ def train_flow(
         metrics, skipped = _train_step(flow, theory, config, optimizer, generator, step, elapsed())
         n_skipped += int(skipped)
         step += 1
-        metrics["seconds"] = elapsed()
+        metrics["seconds"], metrics["cpu_seconds"] = elapsed(), cpu_seconds()
         for k in METRICS:
             history[k].append(metrics[k])
         bar.update(1)

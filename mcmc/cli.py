@@ -81,6 +81,13 @@ def parser() -> argparse.ArgumentParser:
     cmp.add_argument("--json", action="store_true", help="print the JSON rows as the last line")
     cmp.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     cmp.add_argument("--S", type=float, default=1.5, help="Gamma-method window parameter (default 1.5)")
+    cmp.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cost in wall-clock seconds (default) or in the CPU seconds of each run's process, which "
+        "other jobs on a shared machine do not inflate (CPU runs only)",
+    )
     ver = sub.add_parser("verify", help="checksums, provenance and continuity of replica files")
     ver.add_argument("files", nargs="+")
     nersc = sub.add_parser("export-nersc", help="write one SU(3) 4D configuration in the NERSC format")
@@ -226,6 +233,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         S=args.S,
+        clock=args.clock,
     )
     figures = write_outputs(rows, summaries, Path(args.out))
     print(markdown_table(rows))

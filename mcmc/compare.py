@@ -9,12 +9,17 @@ with seconds per configuration = sample_s / (n_configs × n_chains) summed over 
 chains advance together. Training is reported separately; a flow's break-even point is the number
 of its configurations after which train_s + n·c_flow < n·c_ref (costs per configuration scaled to
 independent samples), i.e. n_indep = train_s / (c_ref − c_flow) independent samples.
+
+Seconds are wall-clock by default. With ``clock="cpu"`` they are the CPU seconds of each run's process
+(all its threads; recorded beside the wall-clock ones in every ensemble file): on a machine shared with
+other jobs, wall-clock costs grow with the load at the moment each card ran, CPU seconds much less.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +28,8 @@ from typing import Any
 
 from mcmc.card import Card, CardError, load_card
 from mcmc.report import Summary, summarize_files
+
+log = logging.getLogger("latflow")
 
 
 @dataclass(frozen=True)
@@ -212,8 +219,23 @@ def _file_timing(path: Path) -> dict[str, float]:
     """Cumulative timing recorded in a replica file's attributes (absent in files of older versions)."""
     import h5py
 
+    keys = ("train_s", "therm_s", "sample_s", "train_cpu_s", "therm_cpu_s", "sample_cpu_s")
     with h5py.File(path, "r") as f:
-        return {k: float(f.attrs[k]) for k in ("train_s", "therm_s", "sample_s") if k in f.attrs}
+        return {k: float(f.attrs[k]) for k in keys if k in f.attrs}
+
+
+def _costs(timing: dict[str, float], clock: str, path: str) -> tuple[float, float]:
+    """(training, sampling) seconds of one card on ``clock``."""
+    if clock == "wall":
+        return timing["train_s"], timing["sample_s"]
+    if "sample_cpu_s" not in timing:
+        raise CardError(f"{path}: its ensemble records no CPU time (made by an older latflow); "
+                        "use --clock wall or regenerate it with --overwrite")
+    train = timing.get("train_cpu_s", 0.0)
+    if timing["train_s"] > 0 and not math.isfinite(train):
+        log.warning("%s: the flow checkpoint predates CPU-time records; training cost in wall-clock s", path)
+        train = timing["train_s"]
+    return train, timing["sample_cpu_s"]
 
 
 def run_compare(
@@ -224,8 +246,10 @@ def run_compare(
     overwrite: bool,
     progress: bool,
     S: float = 1.5,
+    clock: str = "wall",
 ) -> tuple[list[Row], list[Summary]]:
-    """Generate (or, with ``resume``, reuse and extend) each card's ensemble, then measure and compare."""
+    """Generate (or, with ``resume``, reuse and extend) each card's ensemble, then measure and compare;
+    costs in seconds of ``clock`` ("wall" or "cpu", module docstring)."""
     from mcmc.job import World, sample_replica
 
     cards = load_cards(paths, overrides)
@@ -236,5 +260,5 @@ def run_compare(
         timing.update(_file_timing(outcome.path))
         summary = summarize_files([outcome.path], S=S, timing=timing)
         summaries.append(summary)
-        raw.append(_row(path, summary, timing["train_s"], timing["sample_s"]))
+        raw.append(_row(path, summary, *_costs(timing, clock, path)))
     return build_rows(raw), summaries

@@ -43,9 +43,11 @@ from flows.train import (
     acceptance_estimate,
     batch_size,
     checkpoint_payload,
+    cpu_clock,
     ess_fraction,
     learning_rate,
     load_checkpoint,
+    restore_history,
     save_checkpoint,
 )
 from mcmc.job import JobError, World, model_hash
@@ -234,9 +236,9 @@ def train_distributed(
     if saved is not None:
         _restore(saved, flow, optimizer, generator, world)
         step, n_skipped, seconds_before = saved["step"], saved["n_skipped"], saved["seconds"]
-        history = {k: saved["metrics"][k].tolist() for k in METRICS}
+        history = restore_history(saved)
     flow.train()
-    start = time.perf_counter()
+    start, cpu_seconds = time.perf_counter(), cpu_clock(history)
 
     def elapsed() -> float:
         return seconds_before + time.perf_counter() - start
@@ -257,7 +259,7 @@ def train_distributed(
         metrics, skipped = _step(flow, theory, config, optimizer, generator, step, world, flags[0][2])
         n_skipped += int(skipped)
         step += 1
-        metrics["seconds"] = elapsed()
+        metrics["seconds"], metrics["cpu_seconds"] = elapsed(), cpu_seconds()
         for k in METRICS:
             history[k].append(metrics[k])
         bar.update(1)

@@ -61,6 +61,8 @@ class RunResult:
     therm_s: float
     sample_s: float
     interrupted: bool
+    therm_cpu_s: float = 0.0  # CPU seconds of this process (all its threads), robust to other jobs
+    sample_cpu_s: float = 0.0
 
 
 def state_to_dict(state: ChainState) -> dict[str, Any]:
@@ -118,8 +120,9 @@ def run_chain(
     """
     pos, records, trajs = start, [], []
     n_acc, n_prop = 0.0, 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     therm_s = 0.0 if pos.update >= schedule.n_therm else None
+    therm_cpu_s = 0.0
     bar = tqdm(
         total=schedule.n_updates,
         initial=pos.update,
@@ -146,7 +149,7 @@ def run_chain(
             pos = replace(pos, update=pos.update + 1)
             if pos.update > schedule.n_therm:
                 if therm_s is None:
-                    therm_s = time.perf_counter() - t0
+                    therm_s, therm_cpu_s = time.perf_counter() - t0, time.process_time() - c0
                     bar.set_description("sample")
                 n_acc += float(info.accepted.to(torch.float64).mean())
                 n_prop += 1
@@ -163,8 +166,9 @@ def run_chain(
         flush()
     finally:
         bar.close()
-    total = time.perf_counter() - t0
-    therm_s = total if therm_s is None else therm_s
+    total, total_cpu = time.perf_counter() - t0, time.process_time() - c0
+    if therm_s is None:
+        therm_s, therm_cpu_s = total, total_cpu
     acceptance = n_acc / n_prop if n_prop else float("nan")
     log.info(
         "sampled %d updates in %.2f s (therm %.2f s), acceptance %.3f",
@@ -173,4 +177,6 @@ def run_chain(
         therm_s,
         acceptance,
     )
-    return RunResult(state, pos, acceptance, therm_s, total - therm_s, interrupted)
+    return RunResult(
+        state, pos, acceptance, therm_s, total - therm_s, interrupted, therm_cpu_s, total_cpu - therm_cpu_s
+    )

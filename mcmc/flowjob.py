@@ -9,6 +9,7 @@ for, within the time budget) is resumed where it stopped.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,7 @@ class TrainedFlow:
     flow: Flow
     seconds: float
     interrupted: bool = False
+    cpu_seconds: float = math.nan  # CPU seconds of the training process(es) of rank 0
 
 
 def _checkpoint_status(card: Card, theory: Any, world: World) -> str:
@@ -112,7 +114,10 @@ def trained_flow(
     status = _checkpoint_status(card, theory, world)
     if status == "finished":
         flow = load_trained(path, theory, card, device)
-        return TrainedFlow(flow, float(load_checkpoint(path, theory, fcfg.to_dict())["seconds"]))
+        saved = load_checkpoint(path, theory, fcfg.to_dict())
+        cpu = saved["metrics"].get("cpu_seconds")
+        cpu_seconds = float(cpu[-1]) if cpu is not None and len(cpu) else math.nan
+        return TrainedFlow(flow, float(saved["seconds"]), cpu_seconds=cpu_seconds)
     path.parent.mkdir(parents=True, exist_ok=True)
     seeds = train_seed_sequence(card.seed)
     generator = torch_generator(seeds, device)
@@ -148,7 +153,9 @@ def trained_flow(
     )
     if world.rank == 0:
         _plot_training(result.metrics, Path(card.out) / "plots" / "training.png")
-    return TrainedFlow(flow, result.seconds, interrupted=result.stopped_by == "signal")
+    return TrainedFlow(
+        flow, result.seconds, interrupted=result.stopped_by == "signal", cpu_seconds=result.cpu_seconds
+    )
 
 
 def _plot_training(metrics: dict[str, Any], path: Path) -> None:
@@ -179,6 +186,7 @@ def flow_kernel(
     return KernelBuild(
         kernel,
         train_s=trained.seconds,
+        train_cpu_s=trained.cpu_seconds,
         model_hash=model_hash(proposal.state_dict()),
         interrupted=trained.interrupted,
     )

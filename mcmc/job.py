@@ -23,7 +23,7 @@ from mcmc.build import (
     torch_generator,
 )
 from mcmc.card import Card
-from mcmc.driver import Position, Schedule, run_chain, state_from_dict, state_to_dict
+from mcmc.driver import Position, RunResult, Schedule, run_chain, state_from_dict, state_to_dict
 from mcmc.hmc import HMC
 from mcmc.store import EnsembleWriter, StoreError, checkpoint_path, replica_path, save_atomic
 
@@ -51,6 +51,7 @@ class KernelBuild:
     train_s: float = 0.0
     model_hash: str = ""
     interrupted: bool = False  # a stop request ended the flow's training early
+    train_cpu_s: float = 0.0  # the training's CPU seconds (wall-clock: train_s)
 
 
 @dataclass(frozen=True)
@@ -305,15 +306,24 @@ def sample_replica(
             )
             complete = not result.interrupted
         finally:
-            timing = (
-                None
-                if result is None
-                else {"train_s": built.train_s, "therm_s": result.therm_s, "sample_s": result.sample_s}
-            )
+            timing = None if result is None else run_timing(built, result)
             writer.close(complete=complete, timing=timing)
     return SampleOutcome(
         path, result.acceptance, built.train_s, result.therm_s, result.sample_s, result.interrupted
     )
+
+
+def run_timing(built: KernelBuild, result: RunResult) -> dict[str, float]:
+    """The costs recorded in an ensemble file: wall-clock seconds and the process's CPU seconds (the
+    robust measure on a shared machine) of training, thermalisation and sampling."""
+    return {
+        "train_s": built.train_s,
+        "therm_s": result.therm_s,
+        "sample_s": result.sample_s,
+        "train_cpu_s": built.train_cpu_s,
+        "therm_cpu_s": result.therm_cpu_s,
+        "sample_cpu_s": result.sample_cpu_s,
+    }
 
 
 def model_hash(state_dict: dict[str, torch.Tensor]) -> str:

@@ -203,8 +203,9 @@ class EnsembleWriter:
     def close(self, complete: bool = False, timing: Mapping[str, float] | None = None) -> None:
         """Close the file; mark it ``status = complete`` only when ``complete`` is true.
 
-        ``timing`` adds this session's ``therm_s`` and ``sample_s`` to the file's cumulative totals
-        and records ``train_s`` (the flow's training cost), so resumed runs report their whole cost.
+        ``timing`` adds this session's ``therm_s`` and ``sample_s`` (and their CPU-time twins
+        ``therm_cpu_s``, ``sample_cpu_s``) to the file's cumulative totals and records ``train_s`` and
+        ``train_cpu_s`` (the flow's training cost), so resumed runs report their whole cost.
         Status and timing are written after the SWMR session is closed, in a short ordinary session.
         """
         if not self._f.id.valid:
@@ -213,7 +214,7 @@ class EnsembleWriter:
         if complete or timing:
             with h5py.File(self.path, "r+", libver=LIBVER) as f:
                 for key, value in (timing or {}).items():
-                    base = 0.0 if key == "train_s" else float(f.attrs.get(key, 0.0))
+                    base = 0.0 if key.startswith("train_") else float(f.attrs.get(key, 0.0))
                     f.attrs[key] = base + float(value)
                 if complete:
                     f.attrs["status"] = "complete"

@@ -209,5 +209,5 @@ def test_resumed_training_is_bit_for_bit(tmp_path):
     for a, b in zip(_params(resumed), _params(full), strict=True):
         assert torch.equal(a, b)
     for name in METRICS:
-        if name != "seconds":
+        if name not in ("seconds", "cpu_seconds"):  # clocks differ between runs
             np.testing.assert_array_equal(res.metrics[name], res_full.metrics[name])

@@ -44,3 +44,26 @@ def test_compare_refuses_different_theories(tmp_path, capsys):
     path.write_text(yaml.safe_dump({"theory": {**THEORY, "lam": 2.0}, "out": str(tmp_path / "out" / "b")}))
     assert main(["compare", a, str(path), "--quiet"]) == 2
     assert "compare needs one theory" in capsys.readouterr().err
+
+
+def test_compare_cpu_clock_uses_the_recorded_cpu_seconds(tmp_path, capsys):
+    """``--clock cpu`` costs each card in its process's CPU seconds, which every ensemble file records
+    beside the wall-clock ones; the training CPU time comes from the flow checkpoint."""
+    import h5py
+
+    cards = [card(tmp_path, "hmc", sampler={"kind": "hmc"}),
+             card(tmp_path, "flow", sampler={"kind": "flow"}, flow={"n_layers": 2, "hidden": [4]},
+                  train={"steps": 20, "batch_size": 32})]
+    assert main(["compare", *cards, "--out", str(tmp_path / "w"), "--json", "--quiet"]) == 0
+    wall = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
+    assert main(["compare", *cards, "--out", str(tmp_path / "c"), "--json", "--quiet", "--resume",
+                 "--clock", "cpu"]) == 0
+    cpu = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
+    for name, w, c in zip(("hmc", "flow"), wall, cpu, strict=True):
+        with h5py.File(tmp_path / "out" / name / f"{name}.r0.h5") as f:
+            attrs = dict(f.attrs)
+        # (the --resume pass reopened the complete files and added its few ms to the totals)
+        assert c["sample_s"] == attrs["sample_cpu_s"] > 0 and abs(w["sample_s"] - attrs["sample_s"]) < 0.5
+        assert c["train_s"] == attrs["train_cpu_s"] and w["train_s"] == attrs["train_s"]
+        assert c["tau_int"] == w["tau_int"]
+    assert cpu[1]["train_s"] > 0
