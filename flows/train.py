@@ -302,8 +302,13 @@ def train_flow(
     checkpoint_path: str | os.PathLike | None = None,
     resume: bool = False,
     progress: bool = True,
+    stop: Callable[[], bool] = lambda: False,
 ) -> TrainResult:
     """Train ``flow`` in place by reverse KL against ``theory.action`` for ``config.steps`` steps.
+
+    Training ends early when the ``config.max_seconds`` budget is spent (``stopped_by = "time"``) or
+    when ``stop()`` turns true (``"signal"``, e.g. SIGTERM from a batch system); the checkpoint is
+    written either way, so a resumed run continues from there.
 
     ``generator`` (on the flow's device) drives every draw. With ``resume`` and an existing
     ``checkpoint_path``, model, optimizer, step, metrics and generator state are restored first
@@ -333,6 +338,9 @@ def train_flow(
     while step < config.steps:
         if config.max_seconds is not None and elapsed() >= config.max_seconds:
             stopped_by = "time"
+            break
+        if stop():
+            stopped_by = "signal"
             break
         metrics, skipped = _train_step(flow, theory, config, optimizer, generator, step, elapsed())
         n_skipped += int(skipped)

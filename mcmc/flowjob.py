@@ -125,7 +125,7 @@ def trained_flow(
     resume = resume and status == "partial"
     if world.size == 1:
         result = train_flow(
-            flow, theory, tcfg, generator, checkpoint_path=path, resume=resume, progress=progress
+            flow, theory, tcfg, generator, checkpoint_path=path, resume=resume, progress=progress, stop=stop
         )
     else:
         from mcmc.distributed import process_group, train_distributed

@@ -149,6 +149,24 @@ def test_time_budget_stops_training():
     assert res.stopped_by == "time" and 0 < res.steps_done < 10**6 and res.seconds < 5
 
 
+def test_stop_request_checkpoints_and_resume_finishes_the_same_run(tmp_path):
+    """A stop request (SIGTERM in ``latflow run``) ends training with a checkpoint; resuming it gives
+    the weights of the uninterrupted run."""
+    path, config = tmp_path / "flow.pt", TrainConfig(steps=12, batch_size=8)
+    calls = iter(range(10**6))
+    stopped = train_flow(_flow(), THEORY, config, torch.Generator().manual_seed(5), checkpoint_path=path,
+                         progress=False, stop=lambda: next(calls) >= 5)
+    assert stopped.stopped_by == "signal" and stopped.steps_done == 5
+    assert torch.load(path, weights_only=True)["step"] == 5
+    resumed_flow, full_flow = _flow(), _flow()
+    resumed = train_flow(resumed_flow, THEORY, config, torch.Generator().manual_seed(99), checkpoint_path=path,
+                         resume=True, progress=False)
+    train_flow(full_flow, THEORY, config, torch.Generator().manual_seed(5), progress=False)
+    assert resumed.stopped_by == "steps" and resumed.steps_done == 12
+    for a, b in zip(_params(resumed_flow), _params(full_flow), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_checkpoint_for_other_theory_or_flow_is_refused(tmp_path):
     path = tmp_path / "flow.pt"
     train_flow(
