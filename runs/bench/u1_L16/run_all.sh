@@ -10,5 +10,5 @@ cd "$(dirname "$0")/../../.."
 mkdir -p runs/out/bench/u1_L16
 for b in ${BETAS:-1 2 3 4 5 6 7}; do
   .venv/bin/latflow compare runs/bench/u1_L16/{hmc,local,flow}_b$b.yaml \
-    --out runs/out/bench/u1_L16/b$b --resume --json --quiet | tail -n 1 > runs/out/bench/u1_L16/b$b.json
+    --out runs/out/bench/u1_L16/b$b --resume --clock cpu --json --quiet | tail -n 1 > runs/out/bench/u1_L16/b$b.json
 done
