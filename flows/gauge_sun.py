@@ -207,7 +207,8 @@ def spectral_map(theta: torch.Tensor, params: torch.Tensor, inverse: bool = Fals
     b_new = (0.5 * (y + 1.0)).clamp(0.0, 1.0)
     theta_new = sticks_to_alcove(b_new)
     mult = torch.arange(n - 2, -1, -1, dtype=theta.dtype, device=theta.device)   # N−2−k
-    stick = (mult * (torch.log1p(-b_new.clamp(max=1 - _EPS)) - torch.log1p(-b.clamp(max=1 - _EPS)))).sum(-1)
+    top = 1.0 - max(_EPS, torch.finfo(b.dtype).eps)                     # 1 − 1e-12 rounds to 1 in float32
+    stick = (mult * (torch.log1p(-b_new.clamp(max=top)) - torch.log1p(-b.clamp(max=top)))).sum(-1)
     logdet = log_slope.sum(-1) + stick + log_haar_density(theta_new) - log_haar_density(theta)
     return theta_new, logdet
 
