@@ -38,6 +38,7 @@ from torch import nn
 from flows.circular import CIRCULAR_TRANSFORMS
 from flows.config import MappingConfig
 from flows.gauge_sun_masks import OFFSET_ORDERS
+from flows.gauge_u1_polyakov import polyakov_stack
 from flows.model import Flow
 from flows.nets import ACTIVATIONS, ConvNet, reset_parameters
 from flows.train import load_checkpoint
@@ -63,6 +64,13 @@ class U1FlowConfig(MappingConfig):
     Haar-distributed and the layer only has to shape the active ones. At L = 8, β = 2, after 400 steps
     (batch 64) of a 16-layer flow the acceptance estimate is 0.29 against 0.23 for increasing order
     (``runs/bench/tune_u1_flow.py``).
+    link_directions: the directions whose links the plaquette couplings update, (0, 1) (alternating)
+    or (0,) (the μ = 0 links only, which keep every column sum of plaquettes fixed).
+    polyakov_layers: Polyakov-loop couplings placed before the plaquette couplings
+    (``flows.gauge_u1_polyakov``): they shape the Polyakov loops along direction 1, whose differences are
+    the column sums. With ``link_directions = (0,)`` the two together can represent the exact 2D
+    density on the torus: the loops carry the column sums, the μ = 0 couplings shape the plaquettes
+    within each column.
     """
 
     coupling: str = "spline"
@@ -75,6 +83,8 @@ class U1FlowConfig(MappingConfig):
     loops: bool = True
     positional: bool = False
     offset_order: str = "decreasing"
+    link_directions: tuple[int, ...] = (0, 1)
+    polyakov_layers: int = 0
 
     # ``bound`` (the scalar spline's interval) is accepted and ignored: circle maps live on [0, 2π]
     _accepts = "U(1) flows accept"
@@ -82,6 +92,12 @@ class U1FlowConfig(MappingConfig):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "link_directions", tuple(int(d) for d in self.link_directions))
+        if not self.link_directions or any(d not in (0, 1) for d in self.link_directions):
+            shown = list(self.link_directions)
+            raise ValueError(f"flow.link_directions = {shown}: expected [0, 1], [0] or [1]")
+        if self.polyakov_layers < 0:
+            raise ValueError(f"flow.polyakov_layers = {self.polyakov_layers}: expected an integer >= 0")
         if self.coupling not in CIRCULAR_TRANSFORMS:
             accepted = sorted(CIRCULAR_TRANSFORMS)
             raise ValueError(f"flow.coupling = {self.coupling!r}: U(1) flows accept {accepted}")
@@ -224,17 +240,23 @@ class U1Flow(Flow):
         self.prior = HaarPrior(field_shape)
 
 
-def layer_schedule(n_layers: int, offset_order: str = "decreasing") -> list[tuple[int, int]]:
-    """(μ, offset) of each layer: layer i updates direction i mod 2 on rows ≡ cycle[(i // 2) mod 4] with
-    the cycle ``OFFSET_ORDERS[offset_order]``; any 8 consecutive layers update every link once."""
-    cycle = OFFSET_ORDERS[offset_order]
-    return [(i % 2, cycle[(i // 2) % STRIDE]) for i in range(n_layers)]
+def layer_schedule(
+    n_layers: int, offset_order: str = "decreasing", directions: Sequence[int] = (0, 1)
+) -> list[tuple[int, int]]:
+    """(μ, offset) of each layer: layer i updates direction ``directions[i mod n_d]`` on rows
+    ≡ cycle[(i // n_d) mod 4] with the cycle ``OFFSET_ORDERS[offset_order]``; any 4·n_d consecutive
+    layers update every link of those directions once."""
+    cycle, n_dirs = OFFSET_ORDERS[offset_order], len(directions)
+    return [(directions[i % n_dirs], cycle[(i // n_dirs) % STRIDE]) for i in range(n_layers)]
 
 
 def u1_coupling_stack(shape: Sequence[int], config: U1FlowConfig) -> nn.ModuleList:
-    """``config.n_layers`` couplings in the order of :func:`layer_schedule`."""
-    schedule = layer_schedule(config.n_layers, config.offset_order)
-    return nn.ModuleList(U1GaugeCoupling(shape, mu, offset, config) for mu, offset in schedule)
+    """``config.polyakov_layers`` Polyakov-loop couplings, then ``config.n_layers`` plaquette couplings
+    in the order of :func:`layer_schedule`."""
+    schedule = layer_schedule(config.n_layers, config.offset_order, config.link_directions)
+    polyakov = polyakov_stack(tuple(shape), config.polyakov_layers, config)
+    plaquette = [U1GaugeCoupling(shape, mu, offset, config) for mu, offset in schedule]
+    return nn.ModuleList([*polyakov, *plaquette])
 
 
 def build_u1_flow(

@@ -159,8 +159,8 @@ def test_stop_request_checkpoints_and_resume_finishes_the_same_run(tmp_path):
     assert stopped.stopped_by == "signal" and stopped.steps_done == 5
     assert torch.load(path, weights_only=True)["step"] == 5
     resumed_flow, full_flow = _flow(), _flow()
-    resumed = train_flow(resumed_flow, THEORY, config, torch.Generator().manual_seed(99), checkpoint_path=path,
-                         resume=True, progress=False)
+    resumed = train_flow(resumed_flow, THEORY, config, torch.Generator().manual_seed(99),
+                         checkpoint_path=path, resume=True, progress=False)
     train_flow(full_flow, THEORY, config, torch.Generator().manual_seed(5), progress=False)
     assert resumed.stopped_by == "steps" and resumed.steps_done == 12
     for a, b in zip(_params(resumed_flow), _params(full_flow), strict=True):

@@ -1,0 +1,102 @@
+"""Polyakov-loop couplings of 2D U(1) flows: bijection, exact Jacobian, what they move, equivariance."""
+
+import math
+
+import pytest
+import torch
+
+from flows.gauge_u1 import U1FlowConfig, build_u1_flow, plaquette_2d
+from flows.gauge_u1_polyakov import U1PolyakovCoupling, polyakov_loops
+from flows.nets import reset_parameters
+from lattice.u1 import U1
+
+TWO_PI = 2 * math.pi
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def angle_diff(a, b):
+    return (torch.remainder(a - b + math.pi, TWO_PI) - math.pi).abs().max().item()
+
+
+def perturbed(module, seed, scale=0.3):
+    reset_parameters(module, gen(seed))
+    g = gen(seed + 1)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return module
+
+
+def layer(shape, parity, seed=0):
+    return perturbed(U1PolyakovCoupling(shape, parity, U1FlowConfig(hidden=(4,))).double(), seed)
+
+
+@pytest.mark.parametrize("parity", [0, 1])
+def test_inverse_and_what_moves(parity):
+    shape = (6, 4)
+    coupling = layer(shape, parity)
+    x = U1(shape, 1.0).random_field(8, gen(2))
+    y, logdet = coupling(x)
+    x2, logdet_inv = coupling.inverse(y)
+    assert angle_diff(x2, x) < 1e-12 and torch.allclose(logdet_inv, -logdet, atol=1e-12, rtol=0)
+    assert logdet.abs().max() > 1e-2
+    assert torch.equal(y[:, 0], x[:, 0])  # μ = 0 links untouched
+    moved = (y[:, 1] - x[:, 1]).abs().amax(dim=(0, 2)) > 0
+    assert moved.tolist() == [c % 2 == parity for c in range(shape[0])]
+    # each moved column shifts all its links equally: its Polyakov loop moves, its plaquettes by P shift/L1
+    step = y[:, 1] - x[:, 1]
+    assert torch.allclose(step, step[:, :, :1].expand_as(step), atol=1e-14)
+    # the total of all plaquettes (2πQ before wrapping) and the frozen loops are unchanged
+    frozen = torch.arange(shape[0]) % 2 != parity
+    assert torch.allclose(polyakov_loops(y)[:, frozen], polyakov_loops(x)[:, frozen], atol=1e-14)
+    assert torch.allclose(plaquette_2d(y).sum((1, 2)), plaquette_2d(x).sum((1, 2)), atol=1e-12)
+
+
+def test_logdet_matches_full_jacobian():
+    shape = (4, 3)
+    coupling = layer(shape, 1, seed=4)
+    x = U1(shape, 1.0).random_field(3, gen(5))
+    _, logdet = coupling(x)
+    for b in range(3):
+        jac = torch.autograd.functional.jacobian(lambda v: coupling(v[None])[0][0], x[b])
+        sign, logabs = torch.linalg.slogdet(jac.reshape(24, 24))
+        assert sign.item() == 1.0 and abs(logabs.item() - logdet[b].item()) < 1e-11
+
+
+def test_flow_with_polyakov_layers_is_exact_and_gauge_equivariant():
+    th = U1((8, 6), 2.0)
+    config = {"n_layers": 8, "polyakov_layers": 4, "link_directions": [0], "hidden": [4]}
+    flow = perturbed(build_u1_flow(th, config, dtype=torch.float64), 7, scale=0.1)
+    assert sum(isinstance(m, U1PolyakovCoupling) for m in flow.layers) == 4
+    z = flow.prior.sample(8, gen(8), torch.float64)
+    x, logq = flow.push(z)
+    assert logq.std() > 0.5
+    assert torch.allclose(flow.log_prob(x), logq, atol=1e-9, rtol=0)
+    alpha = TWO_PI * torch.rand((8, *th.shape), generator=gen(9), dtype=torch.float64)
+    x_g, logq_g = flow.push(th.gauge_transform(z, alpha))
+    assert angle_diff(x_g, th.gauge_transform(x, alpha)) < 1e-10  # f(g·U) = g·f(U)
+    assert torch.allclose(logq_g, logq, atol=1e-10, rtol=0)
+    q = th.topological_charge(x)
+    assert torch.allclose(q, torch.round(q), atol=1e-8, rtol=0)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="link_directions"):
+        U1FlowConfig(link_directions=(2,))
+    with pytest.raises(ValueError, match="polyakov_layers"):
+        U1FlowConfig(polyakov_layers=-1)
+    with pytest.raises(ValueError, match="even extent"):
+        U1PolyakovCoupling((5, 4), 0, U1FlowConfig())
+    cfg = U1FlowConfig.from_mapping({"link_directions": [0], "polyakov_layers": 2})
+    assert cfg.link_directions == (0,) and U1FlowConfig.from_mapping(cfg.to_dict()) == cfg
