@@ -48,7 +48,10 @@ class TrainConfig(MappingConfig):
     schedules follow the clock when it runs ahead of the steps (:func:`schedule_progress`); runs are
     bit-for-bit reproducible while the steps lead, e.g. always when max_seconds is None.
     checkpoint_every: steps between checkpoints (0: only at the end). log_every: steps between
-    progress-bar updates.
+    progress-bar updates. init_from: a flow checkpoint of the same architecture whose weights start
+    the training (:func:`warm_start`), e.g. one trained on a smaller lattice or at a nearby coupling:
+    the conditioners are translation-equivariant convolutions, so their weights do not depend on the
+    lattice size, and the local physics they learned carries over.
     """
 
     steps: int = 1000
@@ -63,6 +66,7 @@ class TrainConfig(MappingConfig):
     time_schedule: bool = True
     checkpoint_every: int = 0
     log_every: int = 10
+    init_from: str | None = None
 
     _section = "train"
 
@@ -188,6 +192,28 @@ def load_checkpoint(
     saved = torch.load(path, map_location="cpu", weights_only=True)
     _check_match(saved, theory, flow_config or {}, path)
     return saved
+
+
+def warm_start(flow: Flow, path: str | os.PathLike) -> dict[str, Any]:
+    """Load the weights of the checkpoint at ``path`` into ``flow`` (in place) and return the
+    checkpoint's theory. The architectures must agree (``CheckpointMismatch`` otherwise); the theory
+    may differ, e.g. in lattice size or coupling, which is the point."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointMismatch(f"train.init_from: no such flow checkpoint: {path}")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointMismatch(f"{path} is not a latflow flow checkpoint (format {saved.get('format')!r})")
+    if saved["flow_config"] != _flow_config_dict(flow):
+        raise CheckpointMismatch(
+            f"train.init_from: {path} holds flow {saved['flow_config']}, not {_flow_config_dict(flow)}"
+        )
+    try:
+        flow.load_state_dict(saved["model"])
+    except RuntimeError as exc:  # e.g. the φ⁴ Fourier layer, whose weights depend on the lattice size
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise CheckpointMismatch(f"train.init_from: {path} does not fit this flow ({first})") from None
+    return saved["theory"]
 
 
 def load_flow(

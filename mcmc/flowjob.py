@@ -19,7 +19,7 @@ import torch
 
 from flows.model import Flow
 from flows.registry import FlowFamily, flow_family
-from flows.train import TrainConfig, load_checkpoint, train_flow
+from flows.train import TrainConfig, load_checkpoint, train_flow, warm_start
 from mcmc.build import build_theory, resolve_device, torch_generator, train_seed_sequence
 from mcmc.card import Card, CardError, section_settings
 from mcmc.job import KernelBuild, World, model_hash
@@ -123,6 +123,9 @@ def trained_flow(
     generator = torch_generator(seeds, device)
     flow = family(card).build(theory, fcfg, generator=generator, device=device)  # same weights on every rank
     resume = resume and status == "partial"
+    if not resume and tcfg.init_from:
+        source = warm_start(flow, tcfg.init_from)  # before any rank trains: same start everywhere
+        log.info("flow weights start from %s (trained for %s)", tcfg.init_from, source)
     if world.size == 1:
         result = train_flow(
             flow, theory, tcfg, generator, checkpoint_path=path, resume=resume, progress=progress, stop=stop

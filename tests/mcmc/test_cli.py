@@ -170,3 +170,29 @@ def test_errors_have_no_traceback_in_a_real_process(tmp_path):
     exe = Path(sys.executable).with_name("latflow")
     r = subprocess.run([str(exe), "run", str(card)], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "no_such_key" in r.stderr
+
+
+def test_train_init_from_warm_starts_on_a_larger_lattice(tmp_path, capsys):
+    """``train.init_from``: a U(1) flow trained at L = 4 starts the L = 8 training (the conditioners are
+    convolutions); an architecture that does not fit is a one-line error."""
+    import torch
+
+    flow = {"n_layers": 8, "hidden": [4]}
+    small = {"theory": {"name": "u1", "shape": [4, 4], "beta": 2.0}, "sampler": {"kind": "flow"},
+             "flow": flow, "train": {"steps": 5, "batch_size": 8}, "out": str(tmp_path / "small"), "seed": 1}
+    (tmp_path / "small.yaml").write_text(yaml.safe_dump(small))
+    assert run_cli("train", tmp_path / "small.yaml", "--quiet") == 0
+    source = tmp_path / "small" / "small.flow.pt"
+    big = {**small, "theory": {"name": "u1", "shape": [8, 8], "beta": 2.0}, "out": str(tmp_path / "big"),
+           "train": {"steps": 0, "init_from": str(source)}}
+    (tmp_path / "big.yaml").write_text(yaml.safe_dump(big))
+    assert run_cli("train", tmp_path / "big.yaml", "--quiet") == 0
+    a = torch.load(source, weights_only=True)["model"]
+    b = torch.load(tmp_path / "big" / "big.flow.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    capsys.readouterr()
+    other = {**big, "flow": {"n_layers": 4, "hidden": [4]}, "out": str(tmp_path / "other")}
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    assert run_cli("train", tmp_path / "other.yaml", "--quiet") == 2
+    err = capsys.readouterr().err
+    assert "init_from" in err and len(err.strip().splitlines()) == 1
