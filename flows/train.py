@@ -51,7 +51,9 @@ class TrainConfig(MappingConfig):
     progress-bar updates. init_from: a flow checkpoint of the same architecture whose weights start
     the training (:func:`warm_start`), e.g. one trained on a smaller lattice or at a nearby coupling:
     the conditioners are translation-equivariant convolutions, so their weights do not depend on the
-    lattice size, and the local physics they learned carries over.
+    lattice size, and the local physics they learned carries over. clock: what ``max_seconds`` and the
+    time schedule count, "wall" seconds or the process's "cpu" seconds (all its threads), which other
+    jobs on a shared machine do not eat into.
     """
 
     steps: int = 1000
@@ -67,10 +69,13 @@ class TrainConfig(MappingConfig):
     checkpoint_every: int = 0
     log_every: int = 10
     init_from: str | None = None
+    clock: str = "wall"
 
     _section = "train"
 
     def __post_init__(self) -> None:
+        if self.clock not in ("wall", "cpu"):
+            raise ValueError(f"train.clock = {self.clock!r}: expected 'wall' or 'cpu'")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"train.schedule = {self.schedule!r}: expected 'cosine' or 'constant'")
         if self.steps < 0 or self.batch_size < 1:
@@ -362,13 +367,14 @@ def train_flow(
         return seconds_before + time.perf_counter() - start
 
     while step < config.steps:
-        if config.max_seconds is not None and elapsed() >= config.max_seconds:
+        budget = cpu_seconds() if config.clock == "cpu" else elapsed()
+        if config.max_seconds is not None and budget >= config.max_seconds:
             stopped_by = "time"
             break
         if stop():
             stopped_by = "signal"
             break
-        metrics, skipped = _train_step(flow, theory, config, optimizer, generator, step, elapsed())
+        metrics, skipped = _train_step(flow, theory, config, optimizer, generator, step, budget)
         n_skipped += int(skipped)
         step += 1
         metrics["seconds"], metrics["cpu_seconds"] = elapsed(), cpu_seconds()

@@ -61,7 +61,12 @@ def load_trained(path: Path, theory: Any, card: Card, device: torch.device) -> F
 
 def _finished(saved: dict[str, Any], config: TrainConfig) -> bool:
     """Training is done when it reached its steps or spent its time budget."""
-    out_of_time = config.max_seconds is not None and saved["seconds"] >= config.max_seconds
+    if config.clock == "cpu":
+        cpu = saved["metrics"].get("cpu_seconds")
+        spent = float(cpu[-1]) if cpu is not None and len(cpu) else 0.0
+    else:
+        spent = saved["seconds"]
+    out_of_time = config.max_seconds is not None and spent >= config.max_seconds
     return saved["step"] >= config.steps or out_of_time
 
 

@@ -149,6 +149,25 @@ def test_time_budget_stops_training():
     assert res.stopped_by == "time" and 0 < res.steps_done < 10**6 and res.seconds < 5
 
 
+def test_cpu_clock_budget():
+    """``clock="cpu"``: the budget counts the process's CPU seconds (a sleeping process spends none)."""
+    import time
+
+    def sleepy_action(x):
+        time.sleep(0.1)
+        return THEORY.action(x)
+
+    class Sleepy:
+        def __getattr__(self, name):
+            return sleepy_action if name == "action" else getattr(THEORY, name)
+
+    res = train_flow(_flow(), Sleepy(), TrainConfig(steps=10, batch_size=8, max_seconds=0.5, clock="cpu"),
+                     torch.Generator().manual_seed(3), progress=False)
+    assert res.stopped_by == "steps" and res.seconds > 0.9 and res.cpu_seconds < res.seconds
+    with pytest.raises(ValueError, match="train.clock"):
+        TrainConfig(clock="gpu")
+
+
 def test_stop_request_checkpoints_and_resume_finishes_the_same_run(tmp_path):
     """A stop request (SIGTERM in ``latflow run``) ends training with a checkpoint; resuming it gives
     the weights of the uninterrupted run."""
