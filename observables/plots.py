@@ -134,14 +134,18 @@ TRAINING_PANELS = (("loss", "loss"), ("ess", "ESS per sample"), ("acceptance", "
 
 
 def plot_training(metrics: Mapping[str, ArrayLike], path: str | os.PathLike[str]) -> Path:
-    """Training curves: loss, ESS and acceptance against step (top row) and wall seconds (bottom row).
+    """Training curves: loss, ESS and acceptance against step (top row) and against the training's CPU
+    seconds (bottom row; wall seconds when ``"cpu_seconds"`` is missing or incomplete).
 
-    ``metrics``: arrays of equal length ``(T,)`` under ``"step"``, ``"seconds"``, ``"loss"``, ``"ess"``,
-    ``"acceptance"``; a missing or all-NaN quantity leaves its panels marked "n/a".
+    ``metrics``: arrays of equal length ``(T,)`` under ``"step"``, ``"seconds"`` (and ``"cpu_seconds"``),
+    ``"loss"``, ``"ess"``, ``"acceptance"``; a missing or all-NaN quantity leaves its panels marked "n/a".
     """
     fig = Figure(figsize=(13, 6.5), layout="tight")
     axes = fig.subplots(2, 3)
-    for row, xkey, xlabel in ((0, "step", "step"), (1, "seconds", "wall time [s]")):
+    cpu = np.asarray(metrics.get("cpu_seconds", []), dtype=np.float64)
+    use_cpu = len(cpu) and np.all(np.isfinite(cpu))
+    timed = ("cpu_seconds", "CPU time [s]") if use_cpu else ("seconds", "wall time [s]")
+    for row, xkey, xlabel in ((0, "step", "step"), (1, *timed)):
         x = np.asarray(metrics.get(xkey, []), dtype=np.float64)
         for col, (key, label) in enumerate(TRAINING_PANELS):
             ax = axes[row, col]
