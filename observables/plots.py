@@ -134,18 +134,19 @@ TRAINING_PANELS = (("loss", "loss"), ("ess", "ESS per sample"), ("acceptance", "
 
 
 def plot_training(metrics: Mapping[str, ArrayLike], path: str | os.PathLike[str]) -> Path:
-    """Training curves: loss, ESS and acceptance against step (top row) and against the training's CPU
-    seconds (bottom row; wall seconds when ``"cpu_seconds"`` is missing or incomplete).
+    """Training curves: loss, ESS and acceptance against step, against wall-clock seconds and, when
+    recorded for every step, against the training's CPU seconds (one row each).
 
     ``metrics``: arrays of equal length ``(T,)`` under ``"step"``, ``"seconds"`` (and ``"cpu_seconds"``),
     ``"loss"``, ``"ess"``, ``"acceptance"``; a missing or all-NaN quantity leaves its panels marked "n/a".
     """
-    fig = Figure(figsize=(13, 6.5), layout="tight")
-    axes = fig.subplots(2, 3)
     cpu = np.asarray(metrics.get("cpu_seconds", []), dtype=np.float64)
-    use_cpu = len(cpu) and np.all(np.isfinite(cpu))
-    timed = ("cpu_seconds", "CPU time [s]") if use_cpu else ("seconds", "wall time [s]")
-    for row, xkey, xlabel in ((0, "step", "step"), (1, *timed)):
+    rows = [("step", "step"), ("seconds", "wall time [s]")]
+    if len(cpu) and np.all(np.isfinite(cpu)):
+        rows.append(("cpu_seconds", "CPU time [s]"))
+    fig = Figure(figsize=(13, 3.25 * len(rows)), layout="tight")
+    axes = fig.subplots(len(rows), 3)
+    for row, (xkey, xlabel) in enumerate(rows):
         x = np.asarray(metrics.get(xkey, []), dtype=np.float64)
         for col, (key, label) in enumerate(TRAINING_PANELS):
             ax = axes[row, col]
