@@ -17,14 +17,6 @@ KINDS = ["ncp", "spline"]
 EDGES = [0.0, 1e-300, 1e-15, 1e-12, 1e-7, TWO_PI - 1e-7, TWO_PI - 1e-12, TWO_PI - 4e-16, TWO_PI]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: small elementwise kernels are faster so, and far faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def circ_diff(a, b):
     """Distance on the circle between angles a and b."""

@@ -9,16 +9,6 @@ from flows.nets import ConvNet
 from lattice.scalar import Phi4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these small tensors gain nothing from two, and on a loaded 2-core machine
-    two threads spin-wait on each other (10× slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _perturbed_flow(shape, coupling, n_layers=2, scale=0.1, seed=0, **kw):
     """A float64 flow whose zero-initialised last convs are given small random values (not the identity)."""
     g = torch.Generator().manual_seed(seed)

@@ -14,14 +14,6 @@ from lattice.sun import algebra_coords, algebra_from_coords, dagger, haar, proje
 from lattice.wilson import SUN, gauge_transform
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def gen(seed):
     return torch.Generator().manual_seed(seed)
 

@@ -27,14 +27,6 @@ TWO_PI = 2 * math.pi
 COUPLINGS = ["ncp", "spline"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: these small convolutions are faster so, and far faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def gen(seed):
     return torch.Generator().manual_seed(seed)

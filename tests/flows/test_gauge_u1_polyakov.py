@@ -13,13 +13,6 @@ from lattice.u1 import U1
 TWO_PI = 2 * math.pi
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def gen(seed):
     return torch.Generator().manual_seed(seed)

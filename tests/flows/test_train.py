@@ -21,17 +21,6 @@ from flows.train import (
 )
 from lattice.scalar import Phi4
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these small tensors gain nothing from two, and on a loaded 2-core machine
-    two threads spin-wait on each other (10× slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 THEORY = Phi4((4, 4), -4.0, 8.0)
 FLOW = {"coupling": "spline", "n_layers": 2, "hidden": [4], "bins": 4}
 

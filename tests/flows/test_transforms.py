@@ -11,17 +11,6 @@ from flows.transforms import (
     spline_n_params,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these small tensors gain nothing from two, and on a loaded 2-core machine
-    two threads spin-wait on each other (10× slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 BOUND = 3.0
 BINS = 6
 

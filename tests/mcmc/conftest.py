@@ -15,16 +15,6 @@ import torch
 from mcmc.kernel import ChainState
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: the batched kernels run on small tensors (and the local sweeps serially in
-    numba), so a second thread only spin-waits or contends with numba on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _gen(seed):
     return torch.Generator().manual_seed(seed)
 
