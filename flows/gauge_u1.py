@@ -45,7 +45,7 @@ from flows.train import load_checkpoint
 from lattice.topology import wrap_angle
 
 TWO_PI = 2.0 * math.pi
-STRIDE = 4  # rows per period of the mask pattern: active, frozen, frozen, passive
+STRIDE = 4  # default rows per period of the mask pattern: active, frozen, frozen, passive
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,9 @@ class U1FlowConfig(MappingConfig):
     Haar-distributed and the layer only has to shape the active ones. At L = 8, β = 2, after 400 steps
     (batch 64) of a 16-layer flow the acceptance estimate is 0.29 against 0.23 for increasing order
     (``runs/bench/tune_u1_flow.py``).
+    stride: the period of the row masks: a layer updates the rows ≡ offset (mod stride). With
+    ``offset_order = "decreasing"`` every layer of a cycle but the last finds its passive rows unshaped,
+    so a larger stride leaves fewer rows (1/stride) whose update must be conditioned on their loops.
     link_directions: the directions whose links the plaquette couplings update, (0, 1) (alternating)
     or (0,) (the μ = 0 links only, which keep every column sum of plaquettes fixed).
     polyakov_layers: Polyakov-loop couplings placed before the plaquette couplings
@@ -83,6 +86,7 @@ class U1FlowConfig(MappingConfig):
     loops: bool = True
     positional: bool = False
     offset_order: str = "decreasing"
+    stride: int = STRIDE
     link_directions: tuple[int, ...] = (0, 1)
     polyakov_layers: int = 0
 
@@ -109,6 +113,8 @@ class U1FlowConfig(MappingConfig):
             raise ValueError(f"flow.activation = {self.activation!r}: expected one of {sorted(ACTIVATIONS)}")
         if self.bins < 1 or self.components < 1:
             raise ValueError(f"flow.bins = {self.bins}, flow.components = {self.components}: expected >= 1")
+        if self.stride < 3:
+            raise ValueError(f"flow.stride = {self.stride}: expected an integer >= 3")
         if self.offset_order not in OFFSET_ORDERS:
             accepted = sorted(OFFSET_ORDERS)
             raise ValueError(f"flow.offset_order = {self.offset_order!r}: expected one of {accepted}")
@@ -148,14 +154,22 @@ def plaquette_2d(x: torch.Tensor) -> torch.Tensor:
     return t0 + torch.roll(t1, -1, dims=1) - torch.roll(t0, -1, dims=2) - t1
 
 
-def row_masks(shape: Sequence[int], mu: int, offset: int) -> dict[str, torch.Tensor]:
+def offset_cycle(order: str, stride: int = STRIDE) -> tuple[int, ...]:
+    """The row offsets of one cycle of layers: increasing (0, 1, …, s − 1) or decreasing
+    (0, s − 1, …, 1), in which each layer but the last finds its passive rows o − 1 unshaped."""
+    if order not in OFFSET_ORDERS:
+        raise ValueError(f"offset order {order!r}: expected one of {sorted(OFFSET_ORDERS)}")
+    return tuple(range(stride)) if order == "increasing" else (0, *range(stride - 1, 0, -1))
+
+
+def row_masks(shape: Sequence[int], mu: int, offset: int, stride: int = STRIDE) -> dict[str, torch.Tensor]:
     """Boolean site masks ``(L0, L1)`` of one layer: ``active`` (rows x_ν ≡ offset mod 4, ν = 1 − μ),
     ``passive`` (the rows just below, x_ν + 1 active) and ``frozen`` (the rest)."""
     extent = shape[1 - mu]
-    rows = torch.arange(extent) % STRIDE == offset
+    rows = torch.arange(extent) % stride == offset
     if torch.any(rows & torch.roll(rows, -1)):
         raise ValueError(f"extent {extent} along direction {1 - mu}: adjacent rows would both be updated "
-                         f"(extents ≡ 1 mod {STRIDE} are not supported)")
+                         f"(extents ≡ 1 mod {stride} are not supported)")
     passive_rows = torch.roll(rows, -1)
     view = (extent, 1) if mu == 1 else (1, extent)
     active = rows.reshape(view).expand(*shape)
@@ -163,11 +177,11 @@ def row_masks(shape: Sequence[int], mu: int, offset: int) -> dict[str, torch.Ten
     return {"active": active, "passive": passive, "frozen": ~(active | passive)}
 
 
-def position_features(shape: Sequence[int]) -> torch.Tensor:
-    """One-hot channels of x_0 mod 4 and x_1 mod 4, shape ``(8, L0, L1)``: they tell the (otherwise
-    translation-equivariant) conditioner where it stands in the period-4 mask pattern."""
+def position_features(shape: Sequence[int], stride: int = STRIDE) -> torch.Tensor:
+    """One-hot channels of x_0 mod s and x_1 mod s (s = ``stride``), shape ``(2s, L0, L1)``: they tell the
+    (otherwise translation-equivariant) conditioner where it stands in the period-s mask pattern."""
     grids = torch.meshgrid(torch.arange(shape[0]), torch.arange(shape[1]), indexing="ij")
-    hot = [torch.nn.functional.one_hot(g % STRIDE, STRIDE).permute(2, 0, 1) for g in grids]
+    hot = [torch.nn.functional.one_hot(g % stride, stride).permute(2, 0, 1) for g in grids]
     return torch.cat(hot).float()
 
 
@@ -184,7 +198,7 @@ class U1GaugeCoupling(nn.Module):
             raise ValueError(f"U(1) gauge couplings are two-dimensional, got lattice shape {self.shape}")
         self.mu, self.offset, self.sign = mu, offset, 1.0 if mu == 0 else -1.0
         self.coupling = config.coupling
-        masks = row_masks(self.shape, mu, offset)
+        masks = row_masks(self.shape, mu, offset, config.stride)
         self.register_buffer("frozen_mask", masks["frozen"].to(torch.get_default_dtype()), persistent=False)
         self.register_buffer("active_index", torch.nonzero(masks["active"].flatten()).squeeze(1),
                              persistent=False)
@@ -192,7 +206,7 @@ class U1GaugeCoupling(nn.Module):
         self.register_buffer("active_mask", masks["active"].to(torch.get_default_dtype()), persistent=False)
         channels = 4 if config.loops else 2
         if config.positional:
-            self.register_buffer("position", position_features(self.shape), persistent=False)
+            self.register_buffer("position", position_features(self.shape, config.stride), persistent=False)
             channels += self.position.shape[0]
         else:
             self.position = None
@@ -241,19 +255,19 @@ class U1Flow(Flow):
 
 
 def layer_schedule(
-    n_layers: int, offset_order: str = "decreasing", directions: Sequence[int] = (0, 1)
+    n_layers: int, offset_order: str = "decreasing", directions: Sequence[int] = (0, 1), stride: int = STRIDE
 ) -> list[tuple[int, int]]:
     """(μ, offset) of each layer: layer i updates direction ``directions[i mod n_d]`` on rows
-    ≡ cycle[(i // n_d) mod 4] with the cycle ``OFFSET_ORDERS[offset_order]``; any 4·n_d consecutive
+    ≡ cycle[(i // n_d) mod stride] with the cycle :func:`offset_cycle`; any stride·n_d consecutive
     layers update every link of those directions once."""
-    cycle, n_dirs = OFFSET_ORDERS[offset_order], len(directions)
-    return [(directions[i % n_dirs], cycle[(i // n_dirs) % STRIDE]) for i in range(n_layers)]
+    cycle, n_dirs = offset_cycle(offset_order, stride), len(directions)
+    return [(directions[i % n_dirs], cycle[(i // n_dirs) % stride]) for i in range(n_layers)]
 
 
 def u1_coupling_stack(shape: Sequence[int], config: U1FlowConfig) -> nn.ModuleList:
     """``config.polyakov_layers`` Polyakov-loop couplings, then ``config.n_layers`` plaquette couplings
     in the order of :func:`layer_schedule`."""
-    schedule = layer_schedule(config.n_layers, config.offset_order, config.link_directions)
+    schedule = layer_schedule(config.n_layers, config.offset_order, config.link_directions, config.stride)
     polyakov = polyakov_stack(tuple(shape), config.polyakov_layers, config)
     plaquette = [U1GaugeCoupling(shape, mu, offset, config) for mu, offset in schedule]
     return nn.ModuleList([*polyakov, *plaquette])

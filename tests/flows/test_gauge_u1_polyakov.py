@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from flows.gauge_u1 import U1FlowConfig, build_u1_flow, plaquette_2d
+from flows.gauge_u1 import U1FlowConfig, build_u1_flow, layer_schedule, offset_cycle, plaquette_2d, row_masks
 from flows.gauge_u1_polyakov import U1PolyakovCoupling, polyakov_loops
 from flows.nets import reset_parameters
 from lattice.u1 import U1
@@ -93,3 +93,34 @@ def test_config_validation():
         U1PolyakovCoupling((5, 4), 0, U1FlowConfig())
     cfg = U1FlowConfig.from_mapping({"link_directions": [0], "polyakov_layers": 2})
     assert cfg.link_directions == (0,) and U1FlowConfig.from_mapping(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("stride", [4, 6, 8])
+def test_stride_masks_and_decreasing_cycle(stride):
+    """Rows ≡ o (mod stride): one cycle of ``stride`` layers updates every μ = 0 link once, and in
+    decreasing order every layer but the last finds its passive rows (o − 1) not yet shaped."""
+    shape = (4, 2 * stride)
+    cycle = offset_cycle("decreasing", stride)
+    assert sorted(cycle) == list(range(stride)) and cycle[0] == 0
+    updated = torch.zeros(shape, dtype=torch.int64)
+    for k, (mu, off) in enumerate(layer_schedule(stride, "decreasing", (0,), stride)):
+        assert mu == 0 and off == cycle[k]
+        masks = row_masks(shape, 0, off, stride)
+        updated += masks["active"].int()
+        assert ((off - 1) % stride not in cycle[:k]) == (k < stride - 1)
+    assert torch.all(updated == 1)
+
+
+def test_strided_flow_is_exact_and_gauge_equivariant():
+    th = U1((8, 8), 3.0)
+    config = {"n_layers": 8, "stride": 8, "link_directions": [0], "polyakov_layers": 2, "hidden": [4]}
+    flow = perturbed(build_u1_flow(th, config, dtype=torch.float64), 11, scale=0.1)
+    z = flow.prior.sample(6, gen(12), torch.float64)
+    x, logq = flow.push(z)
+    assert logq.std() > 0.1 and torch.allclose(flow.log_prob(x), logq, atol=1e-9, rtol=0)
+    alpha = TWO_PI * torch.rand((6, *th.shape), generator=gen(13), dtype=torch.float64)
+    x_g, logq_g = flow.push(th.gauge_transform(z, alpha))
+    assert angle_diff(x_g, th.gauge_transform(x, alpha)) < 1e-10
+    assert torch.allclose(logq_g, logq, atol=1e-10, rtol=0)
+    with pytest.raises(ValueError, match="stride"):
+        U1FlowConfig(stride=2)
