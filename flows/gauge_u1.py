@@ -38,6 +38,7 @@ from torch import nn
 from flows.circular import CIRCULAR_TRANSFORMS
 from flows.config import MappingConfig
 from flows.gauge_sun_masks import OFFSET_ORDERS
+from flows.gauge_u1_init import wilson_spline_params
 from flows.gauge_u1_polyakov import polyakov_stack
 from flows.model import Flow
 from flows.nets import ACTIVATIONS, ConvNet, reset_parameters
@@ -74,6 +75,11 @@ class U1FlowConfig(MappingConfig):
     the column sums. With ``link_directions = (0,)`` the two together can represent the exact 2D
     density on the torus: the loops carry the column sums, the μ = 0 couplings shape the plaquettes
     within each column.
+    init: "identity" (every coupling starts as the identity map, so the new flow samples Haar) or
+    "wilson" (the couplings of the first offset cycle of the first direction, except its last, start
+    at the quantile map of the single-plaquette Wilson weight at the theory's β, so that the plaquettes
+    they shape are distributed as e^{β cos θ} from the first step; ``flows.gauge_u1_init``; spline
+    couplings only).
     """
 
     coupling: str = "spline"
@@ -89,6 +95,7 @@ class U1FlowConfig(MappingConfig):
     stride: int = STRIDE
     link_directions: tuple[int, ...] = (0, 1)
     polyakov_layers: int = 0
+    init: str = "identity"
 
     # ``bound`` (the scalar spline's interval) is accepted and ignored: circle maps live on [0, 2π]
     _accepts = "U(1) flows accept"
@@ -113,6 +120,10 @@ class U1FlowConfig(MappingConfig):
             raise ValueError(f"flow.activation = {self.activation!r}: expected one of {sorted(ACTIVATIONS)}")
         if self.bins < 1 or self.components < 1:
             raise ValueError(f"flow.bins = {self.bins}, flow.components = {self.components}: expected >= 1")
+        if self.init not in ("identity", "wilson"):
+            raise ValueError(f"flow.init = {self.init!r}: expected 'identity' or 'wilson'")
+        if self.init == "wilson" and self.coupling != "spline":
+            raise ValueError("flow.init = 'wilson' needs flow.coupling = 'spline'")
         if self.stride < 3:
             raise ValueError(f"flow.stride = {self.stride}: expected an integer >= 3")
         if self.offset_order not in OFFSET_ORDERS:
@@ -291,7 +302,22 @@ def build_u1_flow(
                          f"with shape {getattr(theory, 'shape', None)}")
     flow = U1Flow(theory.field_shape, u1_coupling_stack(theory.shape, config), config)
     reset_parameters(flow, generator if generator is not None else torch.Generator().manual_seed(0))
+    if config.init == "wilson":
+        start_at_wilson(flow, config, float(theory.beta))
     return flow.to(device=device, dtype=dtype)
+
+
+def start_at_wilson(flow: U1Flow, config: U1FlowConfig, beta: float) -> None:
+    """Set the last-conv bias of the first offset cycle's couplings of the first direction (all but the
+    cycle's last, whose passive rows are already shaped) to the Wilson quantile map at ``beta``."""
+    params = wilson_spline_params(beta, config.bins)
+    couplings = [layer for layer in flow.layers if isinstance(layer, U1GaugeCoupling)]
+    first = [layer for layer in couplings[: config.stride * len(config.link_directions)]
+             if layer.mu == config.link_directions[0]]
+    with torch.no_grad():
+        for layer in first[:-1]:
+            last = layer.net.net[-1]
+            last.bias.copy_(params.to(last.bias.dtype))
 
 
 def load_u1_flow(
