@@ -8,10 +8,12 @@ flows/gauge_u1.py is
     ... tune_u1_flow.py '{"offset_order": "decreasing"}' '{"steps": 400, "batch_size": 64, "lr": 4e-3}'
     ... tune_u1_flow.py '{"offset_order": "increasing"}' '{"steps": 400, "batch_size": 64, "lr": 4e-3}'
 Prints one JSON line: the steps and wall seconds, the ESS and acceptance estimate on 4096 fresh float64
-proposals, and a trace of (step, seconds, batch ESS averaged over 50 steps).
+proposals, the KL divergence KL(q‖p) = loss + log Z (nats; exact log Z from lattice.exact_u1, averaged over
+the last 50 steps), and a trace of (step, seconds, batch ESS averaged over 50 steps).
 """
 
 import json
+import math
 import sys
 import time
 
@@ -19,6 +21,7 @@ import torch
 
 from flows.gauge_u1 import build_u1_flow
 from flows.train import TrainConfig, acceptance_estimate, ess_fraction, train_flow
+from lattice import exact_u1
 from lattice.u1 import U1
 
 
@@ -38,6 +41,9 @@ def main():
     logw = -theory.action(x) - logq
     ess_trace = result.metrics["ess"]
     every = max(1, len(ess_trace) // 8)
+    # log Z of e^{-S} against Π dθ: the Haar-normalised log Z plus 2V log 2π
+    log_z = exact_u1.log_z(beta, (size, size)) + 2 * size * size * math.log(2 * math.pi)
+    kl = float(result.metrics["loss"][-50:].mean()) + log_z
     seconds = result.metrics["seconds"]
     trace = [
         (i + 1, round(float(seconds[i]), 1), round(float(ess_trace[max(0, i - 49): i + 1].mean()), 3))
@@ -46,7 +52,7 @@ def main():
     summary = {"flow": flow_config, "train": train_config, "L": size, "beta": beta,
                "steps": result.steps_done,
                "wall_s": round(wall, 1), "ess": round(ess_fraction(logw), 4),
-               "acceptance": round(acceptance_estimate(logw), 4), "trace": trace}
+               "acceptance": round(acceptance_estimate(logw), 4), "kl": round(kl, 2), "trace": trace}
     print(json.dumps(summary))
 
 
