@@ -19,7 +19,7 @@ import torch
 
 from flows.model import Flow
 from flows.registry import FlowFamily, flow_family
-from flows.train import TrainConfig, load_checkpoint, train_flow, warm_start
+from flows.train import CheckpointMismatch, TrainConfig, load_checkpoint, train_flow, warm_start
 from mcmc.build import build_theory, resolve_device, torch_generator, train_seed_sequence
 from mcmc.card import Card, CardError, section_settings
 from mcmc.job import KernelBuild, World, model_hash
@@ -48,6 +48,22 @@ def flow_config(card: Card) -> Any:
 
 def train_config(card: Card) -> TrainConfig:
     return TrainConfig.from_mapping(section_settings(card.train, TrainConfig, "train"))
+
+
+def discard_stale_flow(card: Card) -> bool:
+    """``--overwrite``: delete a flow checkpoint at the card's path that was made for another theory or
+    architecture (e.g. by an older version's defaults), so that it is retrained instead of refused.
+    A matching checkpoint is kept. Returns whether one was deleted."""
+    path = flow_path(card)
+    if not path.exists():
+        return False
+    try:
+        load_checkpoint(path, build_theory(card), flow_config(card).to_dict())
+    except CheckpointMismatch as exc:
+        log.warning("--overwrite: replacing the flow checkpoint that does not fit this card (%s)", exc)
+        path.unlink()
+        return True
+    return False
 
 
 def load_trained(path: Path, theory: Any, card: Card, device: torch.device) -> Flow:

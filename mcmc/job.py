@@ -133,6 +133,10 @@ def prepare_outputs(card: Card, world: World, resume: bool, overwrite: bool) -> 
     if overwrite and not resume:
         path.unlink(missing_ok=True)
         checkpoint_path(path).unlink(missing_ok=True)
+        if card.sampler.kind == "flow" and world.rank == 0:
+            from mcmc.flowjob import discard_stale_flow
+
+            discard_stale_flow(card)
     return path
 
 

@@ -196,3 +196,22 @@ def test_train_init_from_warm_starts_on_a_larger_lattice(tmp_path, capsys):
     assert run_cli("train", tmp_path / "other.yaml", "--quiet") == 2
     err = capsys.readouterr().err
     assert "init_from" in err and len(err.strip().splitlines()) == 1
+
+
+def test_overwrite_replaces_a_flow_checkpoint_of_another_architecture(tmp_path, capsys):
+    """A checkpoint left by older defaults is refused, and replaced by ``--overwrite`` (as ``make demo``
+    does); a matching one is reused."""
+    card = {"theory": {"name": "phi4", "shape": [4, 4], "m2": -1.0, "lam": 1.0}, "sampler": {"kind": "flow"},
+            "flow": {"n_layers": 2, "hidden": [4]}, "train": {"steps": 3, "batch_size": 8},
+            "sample": {"n_configs": 20, "n_therm": 2, "n_chains": 2}, "out": str(tmp_path / "out"), "seed": 3}
+    path = tmp_path / "card.yaml"
+    path.write_text(yaml.safe_dump(card))
+    assert run_cli("run", path, "--quiet", "--no-plots") == 0
+    card["flow"]["hidden"] = [6]
+    path.write_text(yaml.safe_dump(card))
+    capsys.readouterr()
+    assert run_cli("run", path, "--quiet", "--no-plots", "--overwrite") == 0
+    import torch
+
+    saved = torch.load(tmp_path / "out" / "out.flow.pt", weights_only=True)
+    assert saved["flow_config"]["hidden"] == [6]
