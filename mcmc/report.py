@@ -28,6 +28,7 @@ class Summary:
     results: Mapping[str, Any]
     series: Mapping[str, list[np.ndarray]]
     timing: Mapping[str, float] = field(default_factory=dict)
+    accepted: tuple[np.ndarray, ...] = ()  # per replica, (N, B) booleans: the accept/reject history
 
     def to_json(self) -> dict[str, Any]:
         """The DESIGN.md summary object."""
@@ -85,6 +86,7 @@ def summarize_files(
         results=summarize(series, S=S),
         series=series,
         timing=dict(timing or {}),
+        accepted=tuple(e.accepted for e in ensembles),
     )
 
 
@@ -101,14 +103,38 @@ def render(summary: Summary) -> str:
 
 
 def write_plots(summary: Summary, out_dir: str | Path) -> list[Path]:
-    """One four-panel figure per observable (history, ρ(t), τ_int(W), histogram) in ``out_dir``."""
-    from observables.plots import plot_observable_report
+    """Figures in ``out_dir``: one four-panel figure per observable (history, ρ(t), τ_int(W), histogram);
+    for HMC and the flow the accept/reject history (``accept_history.png``, first replica); for gauge
+    theories with a 2D charge the Q history and the Q histogram (``Q_history.png``, ``Q_histogram.png``,
+    the exact 2D U(1) distribution overlaid)."""
+    from observables.plots import plot_accept_history, plot_observable_report
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [
+    paths = [
         Path(plot_observable_report(name, summary.series[name], result, out_dir))
         for name, result in summary.results.items()
+    ]
+    if summary.sampler in ("hmc", "flow") and summary.accepted:
+        paths.append(Path(plot_accept_history(summary.accepted[0], out_dir / "accept_history.png")))
+    if "Q" in summary.series:
+        paths += _charge_plots(summary, out_dir)
+    return paths
+
+
+def _charge_plots(summary: Summary, out_dir: Path) -> list[Path]:
+    from observables.topology import plot_charge_histogram, plot_charge_history
+
+    theory, charges = summary.theory, summary.series["Q"]
+    exact = None
+    if theory.get("name") == "u1" and len(theory.get("shape", ())) == 2:
+        from lattice.exact_u1 import charge_distribution
+
+        charges_q, probabilities = charge_distribution(float(theory["beta"]), tuple(theory["shape"]))
+        exact = {int(q): float(p) for q, p in zip(charges_q, probabilities, strict=True)}
+    return [
+        Path(plot_charge_history(charges, out_dir / "Q_history.png")),
+        Path(plot_charge_histogram(charges, out_dir / "Q_histogram.png", exact=exact)),
     ]
 
 

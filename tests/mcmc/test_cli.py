@@ -215,3 +215,16 @@ def test_overwrite_replaces_a_flow_checkpoint_of_another_architecture(tmp_path, 
 
     saved = torch.load(tmp_path / "out" / "out.flow.pt", weights_only=True)
     assert saved["flow_config"]["hidden"] == [6]
+
+
+def test_run_writes_accept_history_and_charge_plots(tmp_path):
+    """``latflow run`` on 2D U(1) writes the observable figures, the accept/reject history and the Q
+    history and histogram (with the exact distribution)."""
+    card = {"theory": {"name": "u1", "shape": [4, 4], "beta": 1.0}, "sampler": {"kind": "hmc"},
+            "sample": {"n_configs": 30, "n_therm": 5, "n_chains": 2}, "out": str(tmp_path / "out"), "seed": 5}
+    path = tmp_path / "card.yaml"
+    path.write_text(yaml.safe_dump(card))
+    assert run_cli("run", path, "--quiet") == 0
+    plots = tmp_path / "out" / "plots"
+    for name in ("plaquette.png", "Q.png", "accept_history.png", "Q_history.png", "Q_histogram.png"):
+        assert (plots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
