@@ -98,8 +98,14 @@ class TrainResult:
     def cpu_seconds(self) -> float:
         """Cumulative CPU seconds of the training process (all its threads): the cost of training,
         insensitive to other jobs sharing the machine (``seconds`` is wall-clock)."""
-        cpu = self.metrics.get("cpu_seconds")
-        return float(cpu[-1]) if cpu is not None and len(cpu) else 0.0
+        return last_cpu_seconds(self.metrics, default=0.0)
+
+
+def last_cpu_seconds(metrics: Mapping[str, Any], default: float = math.nan) -> float:
+    """The cumulative training CPU seconds at the last step of a metric history (``default`` when it
+    holds none, e.g. a checkpoint older than CPU-time records)."""
+    cpu = metrics.get("cpu_seconds")
+    return float(cpu[-1]) if cpu is not None and len(cpu) else default
 
 
 def schedule_progress(config: TrainConfig, step: int, seconds: float = 0.0) -> float:

@@ -19,7 +19,14 @@ import torch
 
 from flows.model import Flow
 from flows.registry import FlowFamily, flow_family
-from flows.train import CheckpointMismatch, TrainConfig, load_checkpoint, train_flow, warm_start
+from flows.train import (
+    CheckpointMismatch,
+    TrainConfig,
+    last_cpu_seconds,
+    load_checkpoint,
+    train_flow,
+    warm_start,
+)
 from mcmc.build import build_theory, resolve_device, torch_generator, train_seed_sequence
 from mcmc.card import Card, CardError, section_settings
 from mcmc.job import KernelBuild, World, model_hash
@@ -66,10 +73,8 @@ def discard_stale_flow(card: Card) -> bool:
     return False
 
 
-def load_trained(path: Path, theory: Any, card: Card, device: torch.device) -> Flow:
-    """Rebuild the card's flow from the checkpoint at ``path`` (checked against theory and architecture)."""
-    config = flow_config(card)
-    saved = load_checkpoint(path, theory, config.to_dict())  # raises CheckpointMismatch
+def rebuild_flow(saved: dict[str, Any], theory: Any, card: Card, device: torch.device) -> Flow:
+    """The card's flow from a checkpoint already read (and checked) by ``load_checkpoint``, in eval mode."""
     flow = family(card).build(theory, saved["flow_config"], device=device)
     flow.load_state_dict(saved["model"])
     return flow.eval()
@@ -77,11 +82,7 @@ def load_trained(path: Path, theory: Any, card: Card, device: torch.device) -> F
 
 def _finished(saved: dict[str, Any], config: TrainConfig) -> bool:
     """Training is done when it reached its steps or spent its time budget."""
-    if config.clock == "cpu":
-        cpu = saved["metrics"].get("cpu_seconds")
-        spent = float(cpu[-1]) if cpu is not None and len(cpu) else 0.0
-    else:
-        spent = saved["seconds"]
+    spent = last_cpu_seconds(saved["metrics"], default=0.0) if config.clock == "cpu" else saved["seconds"]
     out_of_time = config.max_seconds is not None and spent >= config.max_seconds
     return saved["step"] >= config.steps or out_of_time
 
@@ -134,11 +135,9 @@ def trained_flow(
     path, fcfg, tcfg = flow_path(card), flow_config(card), train_config(card)
     status = _checkpoint_status(card, theory, world)
     if status == "finished":
-        flow = load_trained(path, theory, card, device)
-        saved = load_checkpoint(path, theory, fcfg.to_dict())
-        cpu = saved["metrics"].get("cpu_seconds")
-        cpu_seconds = float(cpu[-1]) if cpu is not None and len(cpu) else math.nan
-        return TrainedFlow(flow, float(saved["seconds"]), cpu_seconds=cpu_seconds)
+        saved = load_checkpoint(path, theory, fcfg.to_dict())  # raises CheckpointMismatch
+        flow = rebuild_flow(saved, theory, card, device)
+        return TrainedFlow(flow, float(saved["seconds"]), cpu_seconds=last_cpu_seconds(saved["metrics"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     seeds = train_seed_sequence(card.seed)
     generator = torch_generator(seeds, device)
