@@ -31,7 +31,17 @@ import torch
 from lattice.sun import dagger
 
 STRIDE = 4  # rows per period of the mask pattern along ν: active, frozen, frozen, passive
-OFFSET_ORDERS = {"increasing": (0, 1, 2, 3), "decreasing": (0, 3, 2, 1)}
+
+
+def offset_cycle(order: str, stride: int = STRIDE) -> tuple[int, ...]:
+    """The row offsets of one cycle of layers: increasing (0, 1, …, s − 1) or decreasing
+    (0, s − 1, …, 1), in which each layer but the last finds its passive rows o − 1 unshaped."""
+    if order not in ("increasing", "decreasing"):
+        raise ValueError(f"offset order {order!r}: expected one of ['decreasing', 'increasing']")
+    return tuple(range(stride)) if order == "increasing" else (0, *range(stride - 1, 0, -1))
+
+
+OFFSET_ORDERS = {order: offset_cycle(order) for order in ("increasing", "decreasing")}  # period 4
 
 
 def planes(dim: int) -> list[tuple[int, int]]:
@@ -88,9 +98,7 @@ def layer_masks(shape: Sequence[int], mu: int, nu: int, offset: int) -> tuple[to
 def layer_schedule(dim: int, n_layers: int, order: str = "increasing") -> list[tuple[int, int, int]]:
     """(μ, ν, offset) of layers 0 … n_layers − 1 (module docstring); ``order`` names the offset cycle
     (``OFFSET_ORDERS``)."""
-    if order not in OFFSET_ORDERS:
-        raise ValueError(f"offset order {order!r}: expected one of {sorted(OFFSET_ORDERS)}")
-    cycle = OFFSET_ORDERS[order]
+    cycle = offset_cycle(order)
     schedule = []
     for i in range(n_layers):
         mu, k = i % dim, i // dim

@@ -37,7 +37,7 @@ from torch import nn
 
 from flows.circular import CIRCULAR_TRANSFORMS
 from flows.config import MappingConfig
-from flows.gauge_sun_masks import OFFSET_ORDERS
+from flows.gauge_sun_masks import OFFSET_ORDERS, offset_cycle
 from flows.gauge_u1_init import wilson_spline_params
 from flows.gauge_u1_polyakov import polyakov_stack
 from flows.model import Flow
@@ -165,16 +165,8 @@ def plaquette_2d(x: torch.Tensor) -> torch.Tensor:
     return t0 + torch.roll(t1, -1, dims=1) - torch.roll(t0, -1, dims=2) - t1
 
 
-def offset_cycle(order: str, stride: int = STRIDE) -> tuple[int, ...]:
-    """The row offsets of one cycle of layers: increasing (0, 1, …, s − 1) or decreasing
-    (0, s − 1, …, 1), in which each layer but the last finds its passive rows o − 1 unshaped."""
-    if order not in OFFSET_ORDERS:
-        raise ValueError(f"offset order {order!r}: expected one of {sorted(OFFSET_ORDERS)}")
-    return tuple(range(stride)) if order == "increasing" else (0, *range(stride - 1, 0, -1))
-
-
 def row_masks(shape: Sequence[int], mu: int, offset: int, stride: int = STRIDE) -> dict[str, torch.Tensor]:
-    """Boolean site masks ``(L0, L1)`` of one layer: ``active`` (rows x_ν ≡ offset mod 4, ν = 1 − μ),
+    """Boolean site masks ``(L0, L1)`` of one layer: ``active`` (rows x_ν ≡ offset mod stride, ν = 1 − μ),
     ``passive`` (the rows just below, x_ν + 1 active) and ``frozen`` (the rest)."""
     extent = shape[1 - mu]
     rows = torch.arange(extent) % stride == offset

@@ -412,6 +412,3 @@ def train_flow(
     return TrainResult(
         {k: np.asarray(v, dtype=np.float64) for k, v in history.items()}, n_skipped, seconds, step, stopped_by
     )
-
-
-_payload = checkpoint_payload  # the name mcmc.distributed imported first
