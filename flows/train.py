@@ -81,6 +81,10 @@ class TrainConfig(MappingConfig):
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError(f"train.steps = {self.steps}, train.batch_size = {self.batch_size}: invalid")
 
+    def spent(self, wall_seconds: float, cpu_seconds: float) -> float:
+        """The seconds that ``max_seconds`` and the time schedule count, on this config's ``clock``."""
+        return cpu_seconds if self.clock == "cpu" else wall_seconds
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -373,7 +377,7 @@ def train_flow(
         return seconds_before + time.perf_counter() - start
 
     while step < config.steps:
-        budget = cpu_seconds() if config.clock == "cpu" else elapsed()
+        budget = config.spent(elapsed(), cpu_seconds())
         if config.max_seconds is not None and budget >= config.max_seconds:
             stopped_by = "time"
             break

@@ -251,7 +251,7 @@ def train_distributed(
     stopped_by = "steps"
     bar = tqdm(total=config.steps, initial=step, disable=not progress, desc="train flow", dynamic_ncols=True)
     while step < config.steps:
-        now = cpu_seconds() if config.clock == "cpu" else elapsed()
+        now = config.spent(elapsed(), cpu_seconds())
         flags = allgather(world, (config.max_seconds is not None and now >= config.max_seconds, stop(), now))
         if any(t or s for t, s, _ in flags):
             stopped_by = "signal" if any(s for _, s, _ in flags) else "time"

@@ -82,7 +82,7 @@ def rebuild_flow(saved: dict[str, Any], theory: Any, card: Card, device: torch.d
 
 def _finished(saved: dict[str, Any], config: TrainConfig) -> bool:
     """Training is done when it reached its steps or spent its time budget."""
-    spent = last_cpu_seconds(saved["metrics"], default=0.0) if config.clock == "cpu" else saved["seconds"]
+    spent = config.spent(saved["seconds"], last_cpu_seconds(saved["metrics"], default=0.0))
     out_of_time = config.max_seconds is not None and spent >= config.max_seconds
     return saved["step"] >= config.steps or out_of_time
 
