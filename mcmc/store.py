@@ -136,7 +136,7 @@ class EnsembleWriter:
         _create(f, "traj", (), np.int64, 1024)
         _create(f, "crc32", (n_chains,), np.uint32, 1024)
         _create(f, "accepted", (n_chains,), np.bool_, 1024)
-        for name in ("logp", "logq", "dH", "proposal_logw", "accept_prob"):
+        for name in CHAIN_DATASETS[1:]:  # the float64 ones, after the boolean ``accepted``
             _create(f, name, (n_chains,), np.float64, 1024)
         for name in obs_names:
             _create(f, f"obs/{name}", (n_chains,), np.float64, 1024)
