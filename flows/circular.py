@@ -202,3 +202,31 @@ CIRCULAR_TRANSFORMS: dict[str, tuple[Transform, Transform, Callable[[int], int]]
     "ncp": (ncp_forward, ncp_inverse, ncp_n_params),
     "spline": (circular_spline_forward, circular_spline_inverse, circular_spline_n_params),
 }
+
+
+# ----------------------------------------------------------------------------- fixed table
+
+def _at(knots: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``knots[..., index]`` for shared ``(K + 1,)`` or per-element ``(..., K + 1)`` knots."""
+    return knots[index] if knots.dim() == 1 else torch.gather(knots, -1, index)
+
+
+def table_forward(x: torch.Tensor, x_knots: torch.Tensor, y_knots: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Piecewise-linear circle map through the fixed knots ``(x_k, y_k)``, increasing from 0 to 2π
+    (e.g. ``flows.gauge_u1_init.wilson_table``); ``x (..., m)``. Each knot tensor is either ``(K + 1,)``,
+    shared by all elements, or ``(..., K + 1)`` with the leading shape of ``x``, one table per row.
+
+    In bin k: y = y_k + s_k (x − x_k), s_k = (y_{k+1} − y_k)/(x_{k+1} − x_k). Returns ``(y, log s_k)``.
+    """
+    index = torch.searchsorted(x_knots[..., 1:-1].contiguous(), x.contiguous(), right=True)
+    x0, x1 = _at(x_knots, index), _at(x_knots, index + 1)
+    y0, y1 = _at(y_knots, index), _at(y_knots, index + 1)
+    slope = (y1 - y0) / (x1 - x0)
+    return y0 + slope * (x - x0), torch.log(slope)
+
+
+def table_inverse(y: torch.Tensor, x_knots: torch.Tensor, y_knots: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of :func:`table_forward`: ``(x, log dx/dy)``."""
+    return table_forward(y, y_knots, x_knots)

@@ -22,6 +22,8 @@ plaquette is h(u): θ_μ(x) → θ_μ(x) + s_μ [h(u) − u] (taken in (−π, �
 links, so log|det| = Σ_{active P} log h'(u_P). The shift depends only on plaquettes, which are gauge
 invariant, hence f(g·U) = g·f(U) and, with the Haar (uniform) prior, log q is gauge invariant.
 Layer i updates direction μ = i mod 2 on the rows ≡ (i // 2) mod 4, so 8 layers visit every link.
+With ``sweep`` the flow first shapes every plaquette but one exactly once, one row and then one site at a
+time (``flows.gauge_u1_sweep``), which with ``init = "wilson"`` is exact up to one row sum.
 """
 
 from __future__ import annotations
@@ -29,112 +31,23 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from flows.circular import CIRCULAR_TRANSFORMS
-from flows.config import MappingConfig
-from flows.gauge_sun_masks import OFFSET_ORDERS, offset_cycle
-from flows.gauge_u1_init import wilson_spline_params
+from flows.circular import CIRCULAR_TRANSFORMS, table_forward, table_inverse
+from flows.gauge_sun_masks import offset_cycle
+from flows.gauge_u1_config import STRIDE, U1FlowConfig
+from flows.gauge_u1_init import conditional_table, wilson_table
 from flows.gauge_u1_polyakov import polyakov_stack
+from flows.gauge_u1_sweep import sweep_schedule
 from flows.model import Flow
-from flows.nets import ACTIVATIONS, ConvNet, reset_parameters
+from flows.nets import ConvNet, reset_parameters
 from flows.train import load_checkpoint
 from lattice.topology import wrap_angle
 
 TWO_PI = 2.0 * math.pi
-STRIDE = 4  # default rows per period of the mask pattern: active, frozen, frozen, passive
-
-
-@dataclass(frozen=True)
-class U1FlowConfig(MappingConfig):
-    """Architecture of a 2D U(1) gauge-equivariant flow.
-
-    coupling: circle transform, ``"spline"`` (circular rational-quadratic, ``bins`` bins) or ``"ncp"``
-    (mixture of ``components`` non-compact projections); n_layers: coupling layers (multiples of 8 visit
-    every link equally often); hidden, kernel_size, activation: the conditioner CNN (``flows.nets.ConvNet``);
-    positional: also feed the CNN one-hot x_0 mod 4 and x_1 mod 4 (8 channels), so that it can tell the
-    rows of the period-4 mask pattern apart; loops: also feed the 1×2 loops of active and passive
-    plaquettes (module docstring). Gauge equivariance and exactness hold with or without either.
-    offset_order: the cycle of row offsets, ``"decreasing"`` (0, 3, 2, 1) or ``"increasing"`` (0, 1, 2, 3).
-    The passive plaquettes of rows o are on rows o − 1; in decreasing order they are rows that no earlier
-    layer of the cycle has shaped yet, so three of four layers find their passive plaquettes still
-    Haar-distributed and the layer only has to shape the active ones. At L = 8, β = 2, after 400 steps
-    (batch 64) of a 16-layer flow the acceptance estimate is 0.29 against 0.23 for increasing order
-    (``runs/bench/tune_u1_flow.py``).
-    stride: the period of the row masks: a layer updates the rows ≡ offset (mod stride). With
-    ``offset_order = "decreasing"`` every layer of a cycle but the last finds its passive rows unshaped,
-    so a larger stride leaves fewer rows (1/stride) whose update must be conditioned on their loops.
-    link_directions: the directions whose links the plaquette couplings update, (0, 1) (alternating)
-    or (0,) (the μ = 0 links only, which keep every column sum of plaquettes fixed).
-    polyakov_layers: Polyakov-loop couplings placed before the plaquette couplings
-    (``flows.gauge_u1_polyakov``): they shape the Polyakov loops along direction 1, whose differences are
-    the column sums. With ``link_directions = (0,)`` the two together can represent the exact 2D
-    density on the torus: the loops carry the column sums, the μ = 0 couplings shape the plaquettes
-    within each column.
-    init: "identity" (every coupling starts as the identity map, so the new flow samples Haar) or
-    "wilson" (the couplings of the first offset cycle of the first direction, except its last, start
-    at the quantile map of the single-plaquette Wilson weight at the theory's β, so that the plaquettes
-    they shape are distributed as e^{β cos θ} from the first step; ``flows.gauge_u1_init``; spline
-    couplings only).
-    """
-
-    coupling: str = "spline"
-    n_layers: int = 16
-    hidden: tuple[int, ...] = (8, 8)
-    kernel_size: int = 3
-    activation: str = "tanh"
-    bins: int = 8
-    components: int = 6
-    loops: bool = True
-    positional: bool = False
-    offset_order: str = "decreasing"
-    stride: int = STRIDE
-    link_directions: tuple[int, ...] = (0, 1)
-    polyakov_layers: int = 0
-    init: str = "identity"
-
-    # ``bound`` (the scalar spline's interval) is accepted and ignored: circle maps live on [0, 2π]
-    _accepts = "U(1) flows accept"
-    _ignored = ("bound",)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        object.__setattr__(self, "link_directions", tuple(int(d) for d in self.link_directions))
-        if not self.link_directions or any(d not in (0, 1) for d in self.link_directions):
-            shown = list(self.link_directions)
-            raise ValueError(f"flow.link_directions = {shown}: expected [0, 1], [0] or [1]")
-        if self.polyakov_layers < 0:
-            raise ValueError(f"flow.polyakov_layers = {self.polyakov_layers}: expected an integer >= 0")
-        if self.coupling not in CIRCULAR_TRANSFORMS:
-            accepted = sorted(CIRCULAR_TRANSFORMS)
-            raise ValueError(f"flow.coupling = {self.coupling!r}: U(1) flows accept {accepted}")
-        if self.n_layers < 0:
-            raise ValueError(f"flow.n_layers = {self.n_layers}: expected a non-negative integer")
-        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise ValueError(f"flow.kernel_size = {self.kernel_size}: expected an odd positive integer")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"flow.activation = {self.activation!r}: expected one of {sorted(ACTIVATIONS)}")
-        if self.bins < 1 or self.components < 1:
-            raise ValueError(f"flow.bins = {self.bins}, flow.components = {self.components}: expected >= 1")
-        if self.init not in ("identity", "wilson"):
-            raise ValueError(f"flow.init = {self.init!r}: expected 'identity' or 'wilson'")
-        if self.init == "wilson" and self.coupling != "spline":
-            raise ValueError("flow.init = 'wilson' needs flow.coupling = 'spline'")
-        if self.stride < 3:
-            raise ValueError(f"flow.stride = {self.stride}: expected an integer >= 3")
-        if self.offset_order not in OFFSET_ORDERS:
-            accepted = sorted(OFFSET_ORDERS)
-            raise ValueError(f"flow.offset_order = {self.offset_order!r}: expected one of {accepted}")
-
-    @property
-    def n_params(self) -> int:
-        """Raw parameters of the circle transform per active plaquette."""
-        size = self.bins if self.coupling == "spline" else self.components
-        return CIRCULAR_TRANSFORMS[self.coupling][2](size)
 
 
 class HaarPrior:
@@ -173,10 +86,17 @@ def row_masks(shape: Sequence[int], mu: int, offset: int, stride: int = STRIDE) 
     if torch.any(rows & torch.roll(rows, -1)):
         raise ValueError(f"extent {extent} along direction {1 - mu}: adjacent rows would both be updated "
                          f"(extents ≡ 1 mod {stride} are not supported)")
-    passive_rows = torch.roll(rows, -1)
     view = (extent, 1) if mu == 1 else (1, extent)
-    active = rows.reshape(view).expand(*shape)
-    passive = passive_rows.reshape(view).expand(*shape)
+    return site_masks(rows.reshape(view).expand(*shape), mu)
+
+
+def site_masks(active: torch.Tensor, mu: int) -> dict[str, torch.Tensor]:
+    """The masks of :func:`row_masks` for an explicit boolean set of active sites ``(L0, L1)`` updating
+    θ_μ: ``passive`` holds the sites x − ν̂ (ν = 1 − μ), the other plaquette that contains θ_μ(x)."""
+    active = active.bool()
+    passive = torch.roll(active, -1, dims=1 - mu)
+    if torch.any(active & passive):
+        raise ValueError("an active site's passive plaquette is active too: the layer is not triangular")
     return {"active": active, "passive": passive, "frozen": ~(active | passive)}
 
 
@@ -194,14 +114,18 @@ class U1GaugeCoupling(nn.Module):
     ``forward(x) -> (y, log|det ∂y/∂x| (B,))`` and ``inverse(y) -> (x, log|det ∂x/∂y| (B,))``.
     """
 
-    def __init__(self, shape: Sequence[int], mu: int, offset: int, config: U1FlowConfig) -> None:
+    def __init__(self, shape: Sequence[int], mu: int, offset: int | torch.Tensor, config: U1FlowConfig,
+                 region: torch.Tensor | None = None) -> None:
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
         if len(self.shape) != 2:
             raise ValueError(f"U(1) gauge couplings are two-dimensional, got lattice shape {self.shape}")
-        self.mu, self.offset, self.sign = mu, offset, 1.0 if mu == 0 else -1.0
+        self.mu, self.sign = mu, 1.0 if mu == 0 else -1.0
         self.coupling = config.coupling
-        masks = row_masks(self.shape, mu, offset, config.stride)
+        if isinstance(offset, torch.Tensor):  # an explicit set of active sites (flows.gauge_u1_sweep)
+            masks = site_masks(offset, mu)
+        else:
+            masks = row_masks(self.shape, mu, offset, config.stride)
         self.register_buffer("frozen_mask", masks["frozen"].to(torch.get_default_dtype()), persistent=False)
         self.register_buffer("active_index", torch.nonzero(masks["active"].flatten()).squeeze(1),
                              persistent=False)
@@ -214,6 +138,12 @@ class U1GaugeCoupling(nn.Module):
         else:
             self.position = None
         self.net = ConvNet(2, channels, config.n_params, config.hidden, config.kernel_size, config.activation)
+        if region is not None and torch.any((masks["active"] | masks["passive"]) & ~region.bool()):
+            raise ValueError("the region must contain the active and passive plaquettes (else the layer "
+                             "would change its loop)")
+        self.register_buffer("region", None if region is None else region.bool(), persistent=False)
+        self.base: tuple[torch.Tensor, torch.Tensor] | None = None  # set_base_map
+        self.conditional: tuple[float, int] | None = None  # set_conditional_base_map
 
     def _params(self, plaq: torch.Tensor) -> torch.Tensor:
         """Circle-map parameters ``(B, n_active, P)`` from the frozen plaquettes of ``plaq (B, L0, L1)``."""
@@ -229,11 +159,47 @@ class U1GaugeCoupling(nn.Module):
             features = torch.cat([features, position], dim=1)
         return self.net(features).flatten(2).index_select(2, self.active_index).transpose(1, 2)
 
+    def set_base_map(self, x_knots: torch.Tensor, y_knots: torch.Tensor) -> None:
+        """Apply the fixed piecewise-linear circle map through the knots ``(K + 1,)`` (float64,
+        ``flows.circular.table_forward``) before the trained one: h = h_trained ∘ T."""
+        self.base = (x_knots.to(torch.float64), y_knots.to(torch.float64))
+
+    def set_conditional_base_map(self, beta: float, n_rest: int) -> None:
+        """Use as base map the quantile table of the active plaquette's density given the Wilson loop Σ
+        around ``region`` (``flows.gauge_u1_init.conditional_table``), with ``n_rest`` plaquettes of the
+        region besides the active one; needs a one-site layer with a region."""
+        if self.region is None or self.active_index.numel() != 1:
+            raise ValueError("a conditional base map needs a one-site coupling with a region")
+        self.conditional = (float(beta), int(n_rest))
+
+    def _base_knots(self, plaq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Knots of the base map, ``(K + 1,)`` or, for a conditional one, ``(B, K + 1)``, float64."""
+        if self.conditional is None:
+            return tuple(k.to(plaq.device) for k in self.base)
+        loop = plaq.to(torch.float64)[:, self.region].sum(dim=1)  # (B,) the region's Wilson loop angle
+        return conditional_table(loop, *self.conditional)
+
+    def _circle_map(self, u: torch.Tensor, params: torch.Tensor, direction: int, plaq: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """h(u) and log h'(u) (``direction`` 0), or h⁻¹(u) and its log-slope (1); the base table, when
+        set, is evaluated in float64 whatever the flow's dtype."""
+        forward, inverse = CIRCULAR_TRANSFORMS[self.coupling][:2]
+        if self.base is None and self.conditional is None:
+            return (forward if direction == 0 else inverse)(u, params)
+        x_knots, y_knots = self._base_knots(plaq)
+        if direction == 0:
+            w, base_logdet = table_forward(u.double(), x_knots, y_knots)
+            v, logdet = forward(w.to(u.dtype), params)
+        else:
+            w, logdet = inverse(u, params)
+            v, base_logdet = table_inverse(w.double(), x_knots, y_knots)
+        return v.to(u.dtype), logdet + base_logdet.to(u.dtype)
+
     def _couple(self, x: torch.Tensor, direction: int) -> tuple[torch.Tensor, torch.Tensor]:
         plaq = plaquette_2d(x)
         params = self._params(plaq)
         u = torch.remainder(plaq.flatten(1).index_select(1, self.active_index), TWO_PI)
-        v, logdet = CIRCULAR_TRANSFORMS[self.coupling][direction](u, params)
+        v, logdet = self._circle_map(u, params, direction, plaq)
         shift = torch.zeros_like(plaq.flatten(1)).index_copy(1, self.active_index, wrap_angle(v - u))
         moved = x[:, self.mu] + self.sign * shift.reshape(plaq.shape)
         links = [moved if d == self.mu else x[:, d] for d in range(2)]
@@ -268,11 +234,15 @@ def layer_schedule(
 
 
 def u1_coupling_stack(shape: Sequence[int], config: U1FlowConfig) -> nn.ModuleList:
-    """``config.polyakov_layers`` Polyakov-loop couplings, then ``config.n_layers`` plaquette couplings
-    in the order of :func:`layer_schedule`."""
-    schedule = layer_schedule(config.n_layers, config.offset_order, config.link_directions, config.stride)
+    """``config.polyakov_layers`` Polyakov-loop couplings, the sweep couplings when ``config.sweep``
+    (``flows.gauge_u1_sweep``), then ``config.n_layers`` plaquette couplings in the order of
+    :func:`layer_schedule`."""
+    stripes = layer_schedule(config.n_layers, config.offset_order, config.link_directions, config.stride)
+    schedule = [(mu, offset, None) for mu, offset in stripes]
+    if config.sweep:
+        schedule = [*sweep_schedule(shape), *schedule]
     polyakov = polyakov_stack(tuple(shape), config.polyakov_layers, config)
-    plaquette = [U1GaugeCoupling(shape, mu, offset, config) for mu, offset in schedule]
+    plaquette = [U1GaugeCoupling(shape, mu, offset, config, region) for mu, offset, region in schedule]
     return nn.ModuleList([*polyakov, *plaquette])
 
 
@@ -300,16 +270,22 @@ def build_u1_flow(
 
 
 def start_at_wilson(flow: U1Flow, config: U1FlowConfig, beta: float) -> None:
-    """Set the last-conv bias of the first offset cycle's couplings of the first direction (all but the
-    cycle's last, whose passive rows are already shaped) to the Wilson quantile map at ``beta``."""
-    params = wilson_spline_params(beta, config.bins)
+    """Give the shaping couplings the fixed Wilson quantile table at ``beta`` (``flows.gauge_u1_init``) as
+    base map: every sweep coupling (with ``config.sweep``), or else the first offset cycle's couplings of
+    the first direction except the cycle's last, whose passive rows are already shaped."""
     couplings = [layer for layer in flow.layers if isinstance(layer, U1GaugeCoupling)]
-    first = [layer for layer in couplings[: config.stride * len(config.link_directions)]
-             if layer.mu == config.link_directions[0]]
-    with torch.no_grad():
-        for layer in first[:-1]:
-            last = layer.net.net[-1]
-            last.bias.copy_(params.to(last.bias.dtype))
+    if config.sweep:
+        shaped = couplings[: sum(flow.shape[1:]) - 2]
+    else:
+        first = [layer for layer in couplings[: config.stride * len(config.link_directions)]
+                 if layer.mu == config.link_directions[0]]
+        shaped = first[:-1]
+    x_knots, y_knots = wilson_table(beta)
+    for layer in shaped:
+        if layer.region is None:
+            layer.set_base_map(x_knots, y_knots)
+        else:
+            layer.set_conditional_base_map(beta, int(layer.region.sum()) - 1)
 
 
 def load_u1_flow(

@@ -166,14 +166,17 @@ def trained_flow(
                 progress=progress,
                 stop=stop,
             )
-    log.info(
-        "trained flow: %d steps in %.1f s (%d skipped, stopped by %s), final ESS %.3f",
-        result.steps_done,
-        result.seconds,
-        result.n_skipped,
-        result.stopped_by,
-        float(result.metrics["ess"][-1]) if result.steps_done else 0.0,
-    )
+    if result.steps_done:
+        log.info(
+            "trained flow: %d steps in %.1f s (%d skipped, stopped by %s), final ESS %.3f",
+            result.steps_done,
+            result.seconds,
+            result.n_skipped,
+            result.stopped_by,
+            float(result.metrics["ess"][-1]),
+        )
+    else:
+        log.info("flow used as built: train.steps = 0")
     if world.rank == 0:
         _plot_training(result.metrics, Path(card.out) / "plots" / "training.png")
     return TrainedFlow(
