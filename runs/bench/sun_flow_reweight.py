@@ -50,7 +50,8 @@ def main():
     raw_err = plaq.std() / math.sqrt(len(plaq))
     print(f"proposals {len(plaq)}: raw plaquette {plaq.mean():.5f}({raw_err:.5f}), "
           f"reweighted {(w * plaq).sum() / w.sum():.5f} ± {np.std(boot):.5f} (bootstrap), "
-          f"ESS {ess_fraction(torch.from_numpy(logw)):.4f}, corr(log w, P) {np.corrcoef(logw, plaq)[0, 1]:.2f}")
+          f"ESS {ess_fraction(torch.from_numpy(logw)):.4f}, "
+          f"corr(log w, P) {np.corrcoef(logw, plaq)[0, 1]:.2f}")
 
 
 if __name__ == "__main__":
