@@ -39,7 +39,7 @@ from torch import nn
 from flows.circular import CIRCULAR_TRANSFORMS, table_forward, table_inverse
 from flows.gauge_sun_masks import offset_cycle
 from flows.gauge_u1_config import STRIDE, U1FlowConfig
-from flows.gauge_u1_init import conditional_table, wilson_table
+from flows.gauge_u1_init import ConditionalTable, conditional_table, wilson_table
 from flows.gauge_u1_polyakov import polyakov_stack
 from flows.gauge_u1_sweep import sweep_schedule
 from flows.model import Flow
@@ -143,7 +143,7 @@ class U1GaugeCoupling(nn.Module):
                              "would change its loop)")
         self.register_buffer("region", None if region is None else region.bool(), persistent=False)
         self.base: tuple[torch.Tensor, torch.Tensor] | None = None  # set_base_map
-        self.conditional: tuple[float, int] | None = None  # set_conditional_base_map
+        self.conditional: ConditionalTable | None = None  # set_conditional_base_map
 
     def _params(self, plaq: torch.Tensor) -> torch.Tensor:
         """Circle-map parameters ``(B, n_active, P)`` from the frozen plaquettes of ``plaq (B, L0, L1)``."""
@@ -170,14 +170,16 @@ class U1GaugeCoupling(nn.Module):
         region besides the active one; needs a one-site layer with a region."""
         if self.region is None or self.active_index.numel() != 1:
             raise ValueError("a conditional base map needs a one-site coupling with a region")
-        self.conditional = (float(beta), int(n_rest))
+        self.conditional = ConditionalTable.build(float(beta), int(n_rest))
 
     def _base_knots(self, plaq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Knots of the base map, ``(K + 1,)`` or, for a conditional one, ``(B, K + 1)``, float64."""
         if self.conditional is None:
             return tuple(k.to(plaq.device) for k in self.base)
         loop = plaq.to(torch.float64)[:, self.region].sum(dim=1)  # (B,) the region's Wilson loop angle
-        return conditional_table(loop, *self.conditional)
+        if self.conditional.theta.device != plaq.device:
+            self.conditional = self.conditional.to(plaq.device)
+        return conditional_table(loop, self.conditional)
 
     def _circle_map(self, u: torch.Tensor, params: torch.Tensor, direction: int, plaq: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -256,7 +258,8 @@ def build_u1_flow(
 ) -> U1Flow:
     """A gauge-equivariant flow for a 2D ``lattice.u1.U1`` theory (same calling convention as
     ``flows.model.build_flow``). Initial weights come from ``generator`` (default: seeded 0); every
-    conditioner's last conv is zero, so a new flow is the identity and samples the Haar measure."""
+    conditioner's last conv is zero, so a new flow is the identity and samples the Haar measure, unless
+    ``config.init = "wilson"`` gives its shaping couplings the Wilson quantile tables."""
     if not isinstance(config, U1FlowConfig):
         config = U1FlowConfig.from_mapping(config)
     if getattr(theory, "name", None) != "u1" or len(theory.shape) != 2:
@@ -271,8 +274,9 @@ def build_u1_flow(
 
 def start_at_wilson(flow: U1Flow, config: U1FlowConfig, beta: float) -> None:
     """Give the shaping couplings the fixed Wilson quantile table at ``beta`` (``flows.gauge_u1_init``) as
-    base map: every sweep coupling (with ``config.sweep``), or else the first offset cycle's couplings of
-    the first direction except the cycle's last, whose passive rows are already shaped."""
+    base map, and the one-site sweep couplings the conditional table given their region's loop: every
+    sweep coupling (with ``config.sweep``), or else the first offset cycle's couplings of the first
+    direction except the cycle's last, whose passive rows are already shaped."""
     couplings = [layer for layer in flow.layers if isinstance(layer, U1GaugeCoupling)]
     if config.sweep:
         shaped = couplings[: sum(flow.shape[1:]) - 2]

@@ -34,6 +34,7 @@ each configuration's Σ, in the same piecewise-linear form (with the floor ε).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -69,27 +70,55 @@ def bessel_ratios(beta: float, n_terms: int = 400) -> np.ndarray:
     return ive(np.arange(1, n_terms + 1), beta) / ive(0, beta)
 
 
-def conditional_table(loop: torch.Tensor, beta: float, n_rest: int, knots: int = TABLE_KNOTS,
-                      floor: float = TABLE_FLOOR) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class ConditionalTable:
+    """What :func:`conditional_table` needs besides the loops, computed once per coupling: θ-knots
+    ``(K + 1,)``, the bin midpoints' log p_β ``(K,)`` (up to a constant), the kept Fourier orders k
+    ``(k_max,)`` with coefficients c_k = (I_k/I_0)^{n_rest} ``(k_max,)``, cos kθ and sin kθ at the
+    midpoints ``(k_max, K)``, and the floor ε. All float64."""
+
+    theta: torch.Tensor
+    log_weight: torch.Tensor
+    orders: torch.Tensor
+    coefficients: torch.Tensor
+    cos_theta: torch.Tensor
+    sin_theta: torch.Tensor
+    floor: float
+
+    @classmethod
+    def build(cls, beta: float, n_rest: int, knots: int = TABLE_KNOTS, floor: float = TABLE_FLOOR
+              ) -> ConditionalTable:
+        """The table for ``n_rest`` ≥ 1 other not yet shaped plaquettes in the region, at ``beta``."""
+        if n_rest < 1:
+            raise ValueError(f"conditional_table needs n_rest >= 1, got {n_rest}")
+        ratios = bessel_ratios(beta) ** n_rest
+        coefficients = torch.from_numpy(ratios[ratios > 1e-17])
+        theta = torch.linspace(0.0, TWO_PI, knots + 1, dtype=torch.float64)
+        middle = 0.5 * (theta[1:] + theta[:-1])
+        orders = torch.arange(1, coefficients.numel() + 1, dtype=torch.float64)
+        k_theta = orders[:, None] * middle
+        return cls(theta, beta * torch.cos(middle), orders, coefficients, torch.cos(k_theta),
+                   torch.sin(k_theta), floor)
+
+    def to(self, device: torch.device | str) -> ConditionalTable:
+        """The same table on ``device``."""
+        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()}
+        return ConditionalTable(**moved)
+
+
+def conditional_table(loop: torch.Tensor, table: ConditionalTable) -> tuple[torch.Tensor, torch.Tensor]:
     """Knots ``(u (B, K + 1), θ (K + 1,))``, float64, of the piecewise-linear quantile map of
-    (1 − ε) c(θ | Σ) + ε/2π (module docstring) for each Wilson loop angle Σ in ``loop (B,)``, given
-    ``n_rest`` ≥ 1 other not yet shaped plaquettes in the region. θ_k = 2πk/K; the mass of bin k is
-    c at its midpoint (normalised), so u_k = 2π × the cumulative mass."""
-    if n_rest < 1:
-        raise ValueError(f"conditional_table needs n_rest >= 1, got {n_rest}")
+    (1 − ε) c(θ | Σ) + ε/2π (module docstring) for each Wilson loop angle Σ in ``loop (B,)``; ``table``
+    (:class:`ConditionalTable`) fixes β and the number of other plaquettes. θ_k = 2πk/K; the mass of bin
+    k is c at its midpoint (normalised), so u_k = 2π × the cumulative mass."""
     loop = loop.to(torch.float64)
-    device = loop.device
-    ratios = bessel_ratios(beta) ** n_rest
-    coefficients = torch.from_numpy(ratios[ratios > 1e-17]).to(device)  # (k_max,)
-    theta = torch.linspace(0.0, TWO_PI, knots + 1, dtype=torch.float64, device=device)
-    middle = 0.5 * (theta[1:] + theta[:-1])  # (K,)
-    k = torch.arange(1, coefficients.numel() + 1, dtype=torch.float64, device=device)
+    knots = table.log_weight.numel()
     # g(Σ − θ) = 1 + 2 Σ_k c_k [cos kΣ cos kθ + sin kΣ sin kθ]: two (B, k) @ (k, K) products
-    k_loop, k_theta = loop[:, None] * k, k[:, None] * middle
-    rest = 1.0 + 2.0 * ((torch.cos(k_loop) * coefficients) @ torch.cos(k_theta)
-                        + (torch.sin(k_loop) * coefficients) @ torch.sin(k_theta))
-    log_density = beta * torch.cos(middle) + torch.log(rest.clamp(min=1e-300))
-    mass = (1.0 - floor) * torch.softmax(log_density, dim=1) + floor / knots
+    k_loop = loop[:, None] * table.orders
+    rest = 1.0 + 2.0 * ((torch.cos(k_loop) * table.coefficients) @ table.cos_theta
+                        + (torch.sin(k_loop) * table.coefficients) @ table.sin_theta)
+    log_density = table.log_weight + torch.log(rest.clamp(min=1e-300))
+    mass = (1.0 - table.floor) * torch.softmax(log_density, dim=1) + table.floor / knots
     cdf = torch.cumsum(mass, dim=1)
     u = TWO_PI * torch.cat([torch.zeros_like(cdf[:, :1]), cdf[:, :-1], torch.ones_like(cdf[:, :1])], dim=1)
-    return u, theta
+    return u, table.theta

@@ -9,7 +9,7 @@ from scipy.integrate import quad
 from scipy.special import ive
 
 from flows.gauge_u1 import U1GaugeCoupling, build_u1_flow, plaquette_2d
-from flows.gauge_u1_init import conditional_table, wilson_cdf, wilson_table
+from flows.gauge_u1_init import ConditionalTable, conditional_table, wilson_cdf, wilson_table
 from lattice.u1 import U1
 
 TWO_PI = 2 * math.pi
@@ -71,7 +71,7 @@ def test_conditional_table_is_the_density_given_the_loop(beta, n_rest):
         g = np.real(np.fft.ifft(np.fft.fft(g) * np.fft.fft(p)))
     # g is the density of a sum of n_rest angles on the grid shifted by n_rest − 1 half-bins
     loops = torch.tensor([0.3, 2.0, math.pi, 5.5], dtype=torch.float64)
-    u_knots, theta_knots = conditional_table(loops, beta, n_rest)
+    u_knots, theta_knots = conditional_table(loops, ConditionalTable.build(beta, n_rest))
     for row, loop in enumerate(loops.tolist()):
         shift = (n_rest - 1) * 0.5 * TWO_PI / grid
         rest = np.interp(np.remainder(loop - theta - shift, TWO_PI), theta, g, period=TWO_PI)
