@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-from flows.gauge_sun import SUNFlowConfig
+from flows.gauge_sun_config import SUNFlowConfig
 from flows.gauge_u1_config import U1FlowConfig
 from flows.model import FlowConfig
 from flows.train import TrainConfig

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from flows.gauge_sun import (
-    SUNFlowConfig,
+from flows.gauge_sun import SUNFlowConfig, build_sun_flow
+from flows.spectral import (
     alcove_to_sticks,
-    build_sun_flow,
     conjugation_update,
     eigen_alcove,
     log_haar_density,
@@ -38,7 +37,7 @@ def gen(seed):
 def exact_eig(monkeypatch):
     """Autograd through the eigendecomposition without ``SafeEig``'s broadening (relative O(1e-6) at
     Haar-typical gaps), for reference Jacobians that must be exact to 1e-9."""
-    from flows.gauge_sun import SafeEig
+    from flows.spectral import SafeEig
 
     monkeypatch.setattr(SafeEig, "ETA", 1e-30)
 
@@ -192,7 +191,7 @@ def test_training_lowers_the_reverse_kl():
 
 
 def test_safe_eig_backward_matches_torch_away_from_degeneracy(exact_eig):
-    from flows.gauge_sun import SafeEig
+    from flows.spectral import SafeEig
 
     g = gen(80)
     for n in (2, 3):

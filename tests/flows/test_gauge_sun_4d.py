@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from flows.gauge_sun import SafeEig, SUNGaugeCoupling, build_sun_flow
+from flows.gauge_sun import SUNGaugeCoupling, build_sun_flow
 from flows.gauge_sun_masks import layer_masks, layer_schedule, planes
+from flows.spectral import SafeEig
 from lattice.sun import algebra_coords, algebra_from_coords, dagger, haar, project_algebra, trace
 from lattice.wilson import SUN, gauge_transform
 
