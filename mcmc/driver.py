@@ -170,13 +170,16 @@ def run_chain(
     if therm_s is None:
         therm_s, therm_cpu_s = total, total_cpu
     acceptance = n_acc / n_prop if n_prop else float("nan")
-    log.info(
-        "sampled %d updates in %.2f s (therm %.2f s), acceptance %.3f",
-        pos.update - start.update,
-        total,
-        therm_s,
-        acceptance,
-    )
+    if pos.update == start.update:
+        log.info("nothing to sample: the ensemble already holds all %d updates", pos.update)
+    else:
+        log.info(
+            "sampled %d updates in %.2f s (therm %.2f s), acceptance %.3f",
+            pos.update - start.update,
+            total,
+            therm_s,
+            acceptance,
+        )
     return RunResult(
         state, pos, acceptance, therm_s, total - therm_s, interrupted, therm_cpu_s, total_cpu - therm_cpu_s
     )

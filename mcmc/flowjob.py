@@ -137,7 +137,9 @@ def trained_flow(
     if status == "finished":
         saved = load_checkpoint(path, theory, fcfg.to_dict())  # raises CheckpointMismatch
         flow = rebuild_flow(saved, theory, card, device)
-        return TrainedFlow(flow, float(saved["seconds"]), cpu_seconds=last_cpu_seconds(saved["metrics"]))
+        untrained = 0.0 if saved["step"] == 0 else math.nan   # no steps: no CPU time, not an old file
+        return TrainedFlow(flow, float(saved["seconds"]),
+                           cpu_seconds=last_cpu_seconds(saved["metrics"], default=untrained))
     path.parent.mkdir(parents=True, exist_ok=True)
     seeds = train_seed_sequence(card.seed)
     generator = torch_generator(seeds, device)
