@@ -11,7 +11,7 @@ the active plaquettes are right to first order. Later layers multiply a shaped p
 M = h(W') W'^{-1} = 1 + O(c) of some other loop, which changes its density only at O(c²). So a flow
 in which every plaquette is the active loop of exactly one layer (``shaping_layers``) is exact to
 first order in β, before any training: on 4⁴ SU(3) the log-weight variance falls from 5.3 (Haar) to
-0.36 at β = 0.25 and from 21 to 1.4 at β = 0.5 (ESS 0.68 and 0.27).
+0.34 at β = 0.25 and from 21 to 1.3 at β = 0.5 (ESS 0.71 and 0.31; ``runs/bench/sun_wilson_start_ess.py``).
 
 The spline. The spectral map moves each stick fraction b_k by its own spline (``flows.spectral``), so
 for N = 3 it cannot represent w_c exactly; ``wilson_loop_params`` picks the constant spline
