@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from flows.gauge_sun import build_sun_flow
+from flows.gauge_sun_config import SUNFlowConfig
 from flows.gauge_sun_init import (
     haar_stick_grid,
     loop_log_weight,
@@ -100,3 +101,14 @@ def test_wilson_start_4d_is_exact_to_first_order():
     var_wilson = log_weights(wilson, theory, 256, 1).var().item()
     assert abs(var_identity - haar_var) < 4 * haar_var * math.sqrt(2 / 255)    # χ² spread of a variance
     assert var_wilson < 0.2 * haar_var, (var_wilson, haar_var)
+
+
+def test_init_key_is_validated_and_implicit_in_checkpoints():
+    """``init: identity`` is left out of the stored config, so checkpoints written before the key existed
+    (identity-start flows) still match; ``wilson`` is stored; anything else is refused."""
+    assert "init" not in SUNFlowConfig().to_dict()
+    assert SUNFlowConfig(init="wilson").to_dict()["init"] == "wilson"
+    for config in (SUNFlowConfig(), SUNFlowConfig(init="wilson", n_layers=8)):
+        assert SUNFlowConfig.from_mapping(config.to_dict()) == config
+    with pytest.raises(ValueError, match="flow.init"):
+        SUNFlowConfig(init="strong")
