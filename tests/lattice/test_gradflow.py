@@ -16,10 +16,12 @@ import torch
 
 from lattice.gradflow import (
     clover,
+    corner_leaves,
     energy_density,
     energy_density_plaquette,
     flow_generator,
     flow_scale,
+    improved_field_strength,
     rk3_step,
     topological_charge,
     wilson_flow,
@@ -77,19 +79,67 @@ def reflect_axis0(u):
     return out
 
 
-def test_charge_parity_and_gauge_invariance():
-    th = SUN((3, 4, 3, 4), 6.0, 3)
+@pytest.mark.parametrize("definition", ["clover", "improved"])
+def test_charge_parity_and_gauge_invariance(definition):
+    th = SUN((5, 6, 5, 6), 6.0, 3)                     # extents > 4: no 1×2 loop wraps onto itself
     u = th.random_field(2, gen(1))
     u = wilson_flow(u, 0.3, eps=0.05)[0]               # smoother fields: Q of O(1)
-    q = topological_charge(u)
-    assert (topological_charge(reflect_axis0(u)) + q).abs().max() < 1e-10
+    q = topological_charge(u, definition)
+    assert (topological_charge(reflect_axis0(u), definition) + q).abs().max() < 1e-10
     assert torch.allclose(th.action(reflect_axis0(u)), th.action(u), atol=1e-10)
-    g = haar((2, 3, 4, 3, 4), 3, gen(2))
+    g = haar((2, 5, 6, 5, 6), 3, gen(2))
     v = gauge_transform(u, g)
-    assert (topological_charge(v) - q).abs().max() < 1e-10
+    assert (topological_charge(v, definition) - q).abs().max() < 1e-10
     assert (energy_density(v) - energy_density(u)).abs().max() < 1e-10
-    gs = clover(u)
+    gs = clover(u) if definition == "clover" else improved_field_strength(u)
     assert torch.allclose(project_algebra(gs), gs, atol=1e-14)
+
+
+def test_charge_definition_is_checked():
+    with pytest.raises(ValueError, match="definition"):
+        topological_charge(abelian_flux((4, 4, 4, 4), 2, (1, 1)), "five-loop")
+
+
+def sinusoidal_field(shape, n, amplitude, k):
+    """Abelian links ``(1, 4, *shape, N, N)`` whose continuum field F_01(s) = amplitude · cos(q s),
+    q = 2πk/L_0, depends on x_0 only: θ_1(x) = ∫_0^{x_0} F = (amplitude/q) sin(q x_0), θ_0 = θ_2 = θ_3 = 0,
+    so the (0, 1) plaquette at x carries the exact flux ∫_{x_0}^{x_0+1} F."""
+    q = 2 * math.pi * k / shape[0]
+    x0 = torch.arange(shape[0], dtype=torch.float64).reshape(-1, 1, 1, 1).expand(*shape)
+    theta = torch.zeros(4, *shape, dtype=torch.float64)
+    theta[1] = amplitude / q * torch.sin(q * x0)
+    phases = torch.ones(4, *shape, n, dtype=torch.complex128)
+    phases[..., 0], phases[..., 1] = torch.exp(1j * theta), torch.exp(-1j * theta)
+    return torch.diag_embed(phases)[None], q, amplitude * torch.cos(q * x0)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_improved_field_strength_has_no_a2_error(n):
+    """For F_01 = f cos(q x_0) the clover measures F sin(q)/q and the improved field strength
+    F [(4/3) sin(q)/q − (1/3) sin(2q)/(2q)] = F [1 − q⁴/30 + …] (module docstring), exactly up to the
+    sin θ ≈ θ of the small fluxes (f = 1e-4): at q = 2π/12 the clover is 4.5 % low, the improved one
+    0.03 %."""
+    u, q, f01 = sinusoidal_field((12, 6, 6, 6), n, 1e-4, 1)
+    generator = torch.zeros(n, n, dtype=torch.complex128)
+    generator[0, 0], generator[1, 1] = 1j, -1j                     # G_01 = F · i diag(1, −1, 0, …)
+    for field, ratio in [(clover(u), math.sin(q) / q),
+                         (improved_field_strength(u), 4 / 3 * math.sin(q) / q - math.sin(2 * q) / (6 * q))]:
+        assert torch.allclose(field[0, 0], (ratio * f01)[..., None, None] * generator, rtol=0, atol=1e-11)
+        assert field[0, 1:].abs().max() < 1e-15                    # no other plane carries flux
+    assert abs(4 / 3 * math.sin(q) / q - math.sin(2 * q) / (6 * q) - 1) < q**4 / 30 * 1.01
+
+
+def test_rectangle_leaves_carry_twice_the_plaquette_flux():
+    """For the constant-curvature field all eight 2×1 and 1×2 leaves carry flux 2F, so their sum is
+    8 diag(e^{2iF}, e^{−2iF}, 1). (That the leaves are based at x, as G_μν(x) needs, is what makes the
+    improved charge gauge invariant, tested above.)"""
+    shape = (6, 6, 5, 5)
+    u = abelian_flux(shape, 3, (1, 1))
+    f01 = 2 * math.pi / 36
+    total = corner_leaves(u, 0, 1, 2, 1) + corner_leaves(u, 0, 1, 1, 2)
+    expected = torch.diag(torch.tensor([8 * math.e ** (2j * f01), 8 * math.e ** (-2j * f01), 8.0],
+                                        dtype=torch.complex128))
+    assert torch.allclose(total[0], expected.expand_as(total[0]), atol=1e-12)
 
 
 @pytest.mark.parametrize("shape,n", [((6, 6), 2), ((3, 3, 3, 3), 3)])
