@@ -3,7 +3,9 @@
 
 Usage (from the repository root), e.g. the 4⁴ SU(3) cards' flow at β = 0.5:
     PYTHONPATH=. .venv/bin/python runs/bench/sun_wilson_start_ess.py --shape 4 4 4 4 --beta 0.5 --n 512
-Fresh float64 proposals (float32 conditioners), 64 at a time, one torch thread; prints one line.
+Fresh float64 proposals (float32 conditioners), 64 at a time, one torch thread; prints one line. With
+``--train-seconds S`` the flow is then trained by reverse KL from that start for S CPU seconds (float32,
+Adam at ``--lr``, constant, batch ``--batch``) and the same proposals are measured again.
 """
 
 import argparse
@@ -13,7 +15,7 @@ import time
 import torch
 
 from flows.gauge_sun import build_sun_flow
-from flows.train import ess_fraction
+from flows.train import TrainConfig, ess_fraction, train_flow
 from lattice.wilson import SUN
 
 
@@ -25,30 +27,42 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--train-seconds", type=float, default=0.0)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--batch", type=int, default=16)
     args = ap.parse_args()
     torch.set_num_threads(1)
     theory = SUN(tuple(args.shape), args.beta, args.N)
     config = {"n_layers": args.layers, "hidden": [8, 8], "offset_order": "decreasing", "init": "wilson"}
     start = time.process_time()
-    flow = build_sun_flow(theory, config).as_float64(torch.float32)
-    build_s = time.process_time() - start
+    flow = build_sun_flow(theory, config)
+    print(f"built in {time.process_time() - start:.1f} CPU s")
+    report(theory, flow, args, "untrained")
+    if args.train_seconds > 0:
+        train = TrainConfig(steps=10**9, batch_size=args.batch, lr=args.lr, schedule="constant",
+                            max_seconds=args.train_seconds, clock="cpu")
+        result = train_flow(flow, theory, train, torch.Generator().manual_seed(args.seed + 1), progress=False)
+        report(theory, flow, args, f"after {result.steps_done} steps ({result.cpu_seconds:.0f} CPU s)")
+
+
+def report(theory: SUN, flow: torch.nn.Module, args: argparse.Namespace, label: str) -> None:
+    """ESS and log-weight variance of ``args.n`` fresh float64 proposals (seed ``args.seed``)."""
+    proposal = flow.as_float64(torch.float32)
     generator = torch.Generator().manual_seed(args.seed)
     logw = []
     start = time.process_time()
     with torch.no_grad():
         for _ in range(max(1, args.n // 64)):
-            x, logq = flow.sample(64, generator)
+            x, logq = proposal.sample(64, generator)
             logw.append(-theory.action(x) - logq)
     sample_s = time.process_time() - start
     logw = torch.cat(logw)
     n_plaquettes = math.comb(len(args.shape), 2) * math.prod(args.shape)
     var_re_tr = 1.0 if args.N == 2 else 0.5
     haar_var = (args.beta / args.N) ** 2 * n_plaquettes * var_re_tr
-    print(f"SU({args.N}) {tuple(args.shape)} beta={args.beta} layers={args.layers}: "
-          f"ESS {ess_fraction(logw):.3f}, "
-          f"var(log w) {logw.var().item():.3f} (Haar {haar_var:.2f}), n={logw.numel()}, "
-          f"build {build_s:.1f} CPU s, {1e3 * sample_s / logw.numel():.1f} CPU ms per proposal")
-
+    print(f"SU({args.N}) {tuple(args.shape)} beta={args.beta} layers={args.layers}, {label}: "
+          f"ESS {ess_fraction(logw):.3f}, var(log w) {logw.var().item():.3f} (Haar {haar_var:.2f}), "
+          f"n={logw.numel()}, {1e3 * sample_s / logw.numel():.1f} CPU ms per proposal")
 
 if __name__ == "__main__":
     main()
