@@ -59,8 +59,8 @@ def plot(path, q_final, q_improved, t, q_hist, t_flow):
     ax0.set_ylabel("configurations")
     ax1.plot(t, q_hist, lw=0.8)
     ax1.set_xlabel("flow time t / a²")
-    ax1.set_ylabel("Q(t)")
-    fig.suptitle("4D SU(3) Wilson, β = 6: clover charge after Wilson flow")
+    ax1.set_ylabel("clover Q(t)")
+    fig.suptitle("4D SU(3) Wilson, β = 6: topological charge after Wilson flow")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
