@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from flows.gauge_sun_masks import layer_masks, planes
+from flows.nets import CircularConv4d
 from flows.spectral import log_haar_density, spectral_map, sticks_to_alcove
 from flows.transforms import spline_n_params
 
@@ -105,7 +106,7 @@ def final_bias(net: nn.Module) -> torch.Tensor:
     """The bias of a ``flows.nets.ConvNet``'s last convolution, which is the layer's spline parameters
     while its weights are zero (the 4D convolution keeps its bias in the centre slice)."""
     last = net.net[-1]
-    if hasattr(last, "slices"):
+    if isinstance(last, CircularConv4d):
         return next(s.bias for s in last.slices if s.bias is not None)
     return last.bias
 

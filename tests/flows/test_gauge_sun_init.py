@@ -10,6 +10,7 @@ import torch
 from flows.gauge_sun import build_sun_flow
 from flows.gauge_sun_config import SUNFlowConfig
 from flows.gauge_sun_init import (
+    final_bias,
     haar_stick_grid,
     loop_log_weight,
     shaping_layers,
@@ -112,3 +113,17 @@ def test_init_key_is_validated_and_implicit_in_checkpoints():
         assert SUNFlowConfig.from_mapping(config.to_dict()) == config
     with pytest.raises(ValueError, match="flow.init"):
         SUNFlowConfig(init="strong")
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (4, 4, 4)])
+def test_wilson_start_sets_the_shaping_biases_only(shape):
+    """2D (Conv2d) and 3D (Conv3d) conditioners: each shaping layer's final bias holds the fitted spline,
+    every other layer stays the identity (zero bias), and all final weights stay zero."""
+    theory = SUN(shape, 1.0, 2)
+    flow = build_sun_flow(theory, {"n_layers": 4 * len(shape), "hidden": [4], "init": "wilson"})
+    schedule = [(layer.mu, layer.nu, layer.offset) for layer in flow.layers]
+    expected = wilson_loop_params(2, 1.0, 8).flatten().float()
+    for layer, fresh in zip(flow.layers, shaping_layers(shape, schedule), strict=True):
+        bias = final_bias(layer.net)
+        assert torch.equal(bias, expected if fresh else torch.zeros_like(expected))
+        assert not layer.net.net[-1].weight.any()
