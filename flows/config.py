@@ -2,14 +2,17 @@
 
 A run card's section arrives as a plain mapping; ``from_mapping`` turns it into the dataclass and refuses
 an unknown key with a ``ValueError`` that names it and the accepted ones. ``to_dict`` is the inverse, in
-plain containers (tuples become lists), as stored in checkpoints.
+plain containers (tuples become lists), as stored in checkpoints. ``check_conditioner`` and
+``check_choice`` are the validations that the flow families' configs share.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, fields
 from typing import Any, ClassVar, TypeVar
+
+from flows.nets import ACTIVATIONS
 
 C = TypeVar("C", bound="MappingConfig")
 
@@ -45,3 +48,22 @@ class MappingConfig:
         if unknown:
             raise ValueError(f"unknown {cls._section} key(s) {unknown}; {cls._accepts} {sorted(known)}")
         return cls(**config)
+
+
+def check_choice(key: str, value: Any, accepted: Iterable[Any]) -> None:
+    """Raise ``ValueError`` naming ``flow.<key>`` unless ``value`` is one of ``accepted``."""
+    accepted = sorted(accepted)
+    if value not in accepted:
+        raise ValueError(f"flow.{key} = {value!r}: expected one of {accepted}")
+
+
+def check_conditioner(config: Any) -> None:
+    """The checks shared by every flow config with CNN-conditioned couplings (frozen dataclasses with
+    ``n_layers``, ``hidden``, ``kernel_size`` and ``activation``): ``hidden`` becomes a tuple of ints,
+    ``n_layers`` >= 0, ``kernel_size`` odd and positive, ``activation`` one of ``flows.nets.ACTIVATIONS``."""
+    object.__setattr__(config, "hidden", tuple(int(h) for h in config.hidden))
+    if config.n_layers < 0:
+        raise ValueError(f"flow.n_layers = {config.n_layers}: expected a non-negative integer")
+    if config.kernel_size < 1 or config.kernel_size % 2 == 0:
+        raise ValueError(f"flow.kernel_size = {config.kernel_size}: expected an odd positive integer")
+    check_choice("activation", config.activation, ACTIVATIONS)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flows.config import MappingConfig
+from flows.config import MappingConfig, check_choice, check_conditioner
 from flows.gauge_sun_masks import OFFSET_ORDERS
-from flows.nets import ACTIVATIONS
 
 
 @dataclass(frozen=True)
@@ -38,15 +37,8 @@ class SUNFlowConfig(MappingConfig):
     _implicit = {"init": "identity"}
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        if self.n_layers < 0 or self.bins < 1:
-            raise ValueError(f"flow.n_layers = {self.n_layers}, flow.bins = {self.bins}: expected >= 0, >= 1")
-        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise ValueError(f"flow.kernel_size = {self.kernel_size}: expected an odd positive integer")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"flow.activation = {self.activation!r}: expected one of {sorted(ACTIVATIONS)}")
-        if self.offset_order not in OFFSET_ORDERS:
-            accepted = sorted(OFFSET_ORDERS)
-            raise ValueError(f"flow.offset_order = {self.offset_order!r}: expected one of {accepted}")
-        if self.init not in ("identity", "wilson"):
-            raise ValueError(f"flow.init = {self.init!r}: expected 'identity' or 'wilson'")
+        check_conditioner(self)
+        if self.bins < 1:
+            raise ValueError(f"flow.bins = {self.bins}: expected an integer >= 1")
+        check_choice("offset_order", self.offset_order, OFFSET_ORDERS)
+        check_choice("init", self.init, ("identity", "wilson"))

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flows.circular import CIRCULAR_TRANSFORMS
-from flows.config import MappingConfig
+from flows.config import MappingConfig, check_choice, check_conditioner
 from flows.gauge_sun_masks import OFFSET_ORDERS
-from flows.nets import ACTIVATIONS
 
 STRIDE = 4  # default rows per period of the mask pattern: active, frozen, frozen, passive
 
@@ -70,7 +69,7 @@ class U1FlowConfig(MappingConfig):
     _ignored = ("bound",)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        check_conditioner(self)
         object.__setattr__(self, "link_directions", tuple(int(d) for d in self.link_directions))
         if not self.link_directions or any(d not in (0, 1) for d in self.link_directions):
             shown = list(self.link_directions)
@@ -80,21 +79,12 @@ class U1FlowConfig(MappingConfig):
         if self.coupling not in CIRCULAR_TRANSFORMS:
             accepted = sorted(CIRCULAR_TRANSFORMS)
             raise ValueError(f"flow.coupling = {self.coupling!r}: U(1) flows accept {accepted}")
-        if self.n_layers < 0:
-            raise ValueError(f"flow.n_layers = {self.n_layers}: expected a non-negative integer")
-        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise ValueError(f"flow.kernel_size = {self.kernel_size}: expected an odd positive integer")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"flow.activation = {self.activation!r}: expected one of {sorted(ACTIVATIONS)}")
         if self.bins < 1 or self.components < 1:
             raise ValueError(f"flow.bins = {self.bins}, flow.components = {self.components}: expected >= 1")
-        if self.init not in ("identity", "wilson"):
-            raise ValueError(f"flow.init = {self.init!r}: expected 'identity' or 'wilson'")
+        check_choice("init", self.init, ("identity", "wilson"))
         if self.stride < 3:
             raise ValueError(f"flow.stride = {self.stride}: expected an integer >= 3")
-        if self.offset_order not in OFFSET_ORDERS:
-            accepted = sorted(OFFSET_ORDERS)
-            raise ValueError(f"flow.offset_order = {self.offset_order!r}: expected one of {accepted}")
+        check_choice("offset_order", self.offset_order, OFFSET_ORDERS)
 
     @property
     def n_params(self) -> int:

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from flows.config import MappingConfig
+from flows.config import MappingConfig, check_choice, check_conditioner
 from flows.couplings import FourierScaling, coupling_stack
-from flows.nets import ACTIVATIONS, conditioners_to, reset_parameters
+from flows.nets import conditioners_to, reset_parameters
 from flows.priors import NormalPrior
 
 
@@ -43,15 +43,8 @@ class FlowConfig(MappingConfig):
     fourier: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        if self.coupling not in ("affine", "spline"):
-            raise ValueError(f"flow.coupling = {self.coupling!r}: expected 'affine' or 'spline'")
-        if self.n_layers < 0:
-            raise ValueError(f"flow.n_layers = {self.n_layers}: expected a non-negative integer")
-        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise ValueError(f"flow.kernel_size = {self.kernel_size}: expected an odd positive integer")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"flow.activation = {self.activation!r}: expected one of {sorted(ACTIVATIONS)}")
+        check_conditioner(self)
+        check_choice("coupling", self.coupling, ("affine", "spline"))
         if self.bins < 1 or self.bound <= 0:
             raise ValueError(f"flow.bins = {self.bins}, flow.bound = {self.bound}: expected positive values")
 
