@@ -2,6 +2,7 @@
 `configs` checksums recorded on main at 46e124e (before the issue-15 redesign), with one torch thread."""
 
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ RECORDED = {
 def test_configs_checksum_is_unchanged(card, tmp_path):
     out = tmp_path / card
     cmd = [sys.executable, "-m", "mcmc.cli", "sample", str(CARDS / f"{card}.yaml"), "--set", f"out={out}"]
-    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=Path(__file__).resolve().parents[2])
     with h5py.File(out / f"{card}.r0.h5", "r") as h5:
         digest = hashlib.sha256(h5["configs"][...].tobytes()).hexdigest()
