@@ -214,7 +214,7 @@ def _at(knots: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 def table_forward(x: torch.Tensor, x_knots: torch.Tensor, y_knots: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Piecewise-linear circle map through the fixed knots ``(x_k, y_k)``, increasing from 0 to 2π
-    (e.g. ``flows.gauge_u1_init.wilson_table``); ``x (..., m)``. Each knot tensor is either ``(K + 1,)``,
+    (e.g. ``flows.u1.starts.wilson_table``); ``x (..., m)``. Each knot tensor is either ``(K + 1,)``,
     shared by all elements, or ``(..., K + 1)`` with the leading shape of ``x``, one table per row.
 
     In bin k: y = y_k + s_k (x − x_k), s_k = (y_{k+1} − y_k)/(x_{k+1} − x_k). Returns ``(y, log s_k)``.

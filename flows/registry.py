@@ -20,10 +20,10 @@ class FlowFamily(NamedTuple):
 
 def flow_families() -> dict[str, FlowFamily]:
     """Flow families by theory name (``theory.name``): φ⁴, 2D U(1) and SU(N) in D = 2 … 4."""
-    from flows.gauge_sun import build_sun_flow
-    from flows.gauge_sun_config import SUNFlowConfig
-    from flows.gauge_u1 import U1FlowConfig, build_u1_flow
     from flows.model import FlowConfig, build_flow
+    from flows.sun.config import SUNFlowConfig
+    from flows.sun.flow import build_sun_flow
+    from flows.u1.flow import U1FlowConfig, build_u1_flow
 
     return {
         "phi4": FlowFamily(FlowConfig, build_flow),

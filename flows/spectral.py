@@ -1,5 +1,5 @@
 """Spectral maps of SU(N) matrices: class functions moved along the maximal torus (Boyda et al., PRD 103
-(2021) 074504), used by the gauge-equivariant couplings of ``flows.gauge_sun``.
+(2021) 074504), used by the gauge-equivariant couplings of ``flows.sun.flow``.
 
 Write W = V diag(e^{iθ}) V^{-1}. The conjugacy class is a point of the alcove
 θ_1 ≥ … ≥ θ_N ≥ θ_1 − 2π, Σ_j θ_j = 0 (a fundamental domain of the Weyl group), equivalently the N

@@ -10,7 +10,7 @@ with the basis T_a = i λ_a / 2 (λ_a the generalised Gell-Mann matrices, tr λ_
     −tr(X²) = ½ Σ_a x_a² = Σ_ij |X_ij|².
 
 HMC momenta P = Σ_a p_a T_a with p_a ~ N(0, 1) have density ∝ exp(tr P²) = exp(−½ Σ p_a²); the kinetic
-energy is K = −tr P² = ½ Σ_a p_a² (``mcmc.lie``).
+energy is K = −tr P² = ½ Σ_a p_a² (``mcmc.kernels.lie``).
 
 The exponential map: closed form for SU(2), Cayley–Hamilton with the Morningstar–Peardon coefficients
 for SU(3) (PRD 69 (2004) 054501), and ``torch.linalg.matrix_exp`` for N ≥ 4.

@@ -17,10 +17,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-from flows.gauge_sun_config import SUNFlowConfig
-from flows.gauge_u1_config import U1FlowConfig
 from flows.model import FlowConfig
+from flows.sun.config import SUNFlowConfig
 from flows.train import TrainConfig
+from flows.u1.config import U1FlowConfig
 
 
 class CardError(ValueError):
@@ -80,7 +80,7 @@ class HMCCard(_Section):
 
 
 class LocalCard(_Section):
-    """Local-update baselines (``sampler.kind: local``, ``mcmc.local``).
+    """Local-update baselines (``sampler.kind: local``, ``mcmc.kernels.local``).
 
     φ⁴: ``n_hits`` Metropolis hits per site and sweep, proposals φ → φ + δ(2u − 1) with δ = ``step_size``
     (``None``: δ = 2.5 / sqrt(2(2D + |m²|)), 2.5 widths of the site-local Gaussian). Gauge theories: one
@@ -109,7 +109,7 @@ def _optional_section(name: str, doc: str, *configs: type) -> type[BaseModel]:
 
 FlowCard = _optional_section(
     "FlowCard", "Flow architecture; unset keys take the defaults of the theory's flow family "
-    "(flows.model.FlowConfig for φ⁴, flows.gauge_u1.U1FlowConfig, flows.gauge_sun.SUNFlowConfig).",
+    "(flows.model.FlowConfig for φ⁴, flows.u1.flow.U1FlowConfig, flows.sun.flow.SUNFlowConfig).",
     FlowConfig, U1FlowConfig, SUNFlowConfig)
 _TrainBase = _optional_section(
     "_TrainBase", "Reverse-KL training; unset keys take the defaults of flows.train.TrainConfig.",

@@ -126,7 +126,7 @@ def _load(args: argparse.Namespace):  # noqa: ANN202
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mcmc.flowjob import train_only
+    from mcmc.training import train_only
 
     card, world = _load(args)
     if not train_only(card, world, resume=args.resume, progress=not args.quiet and world.rank == 0):
@@ -193,7 +193,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from mcmc.verify import verify_file
+    from mcmc.io.verify import verify_file
 
     failed = 0
     for path in args.files:
@@ -206,7 +206,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_export_nersc(args: argparse.Namespace) -> int:
-    from mcmc.nersc import export_from_ensemble
+    from mcmc.io.nersc import export_from_ensemble
 
     header = export_from_ensemble(
         args.ensemble,
@@ -256,9 +256,9 @@ COMMANDS = {
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from mcmc.card import CardError
+    from mcmc.io.nersc import NerscError
+    from mcmc.io.store import StoreError
     from mcmc.job import JobError
-    from mcmc.nersc import NerscError
-    from mcmc.store import StoreError
 
     errors: list[type[BaseException]] = [
         UserError,
@@ -268,7 +268,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         NerscError,
         FileNotFoundError,
     ]
-    from mcmc.local import LocalKernelError
+    from mcmc.kernels.local.common import LocalKernelError
 
     errors.append(LocalKernelError)
     try:

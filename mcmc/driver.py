@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mcmc.kernel import ChainState, StepInfo
-from mcmc.store import Block, EnsembleWriter
+from mcmc.io.store import Block, EnsembleWriter
+from mcmc.kernels.protocol import ChainState, StepInfo
 
 log = logging.getLogger("latflow")
 

@@ -14,7 +14,11 @@ from typing import Any
 
 import torch
 
-from mcmc.build import (
+from mcmc.card import Card
+from mcmc.driver import Position, RunResult, Schedule, run_chain, state_from_dict, state_to_dict
+from mcmc.io.store import EnsembleWriter, StoreError, checkpoint_path, replica_path, save_atomic
+from mcmc.kernels.hmc import HMC
+from mcmc.setup import (
     build_theory,
     initial_field,
     resolve_device,
@@ -22,10 +26,6 @@ from mcmc.build import (
     seed_sequence,
     torch_generator,
 )
-from mcmc.card import Card
-from mcmc.driver import Position, RunResult, Schedule, run_chain, state_from_dict, state_to_dict
-from mcmc.hmc import HMC
-from mcmc.store import EnsembleWriter, StoreError, checkpoint_path, replica_path, save_atomic
 
 log = logging.getLogger("latflow")
 
@@ -82,11 +82,11 @@ def build_kernel(
     if kind == "hmc":
         return KernelBuild(HMC(theory, card.hmc.tau, card.hmc.n_steps, card.hmc.integrator))
     if kind == "flow":
-        from mcmc.flowjob import flow_kernel
+        from mcmc.training import flow_kernel
 
         return flow_kernel(card, theory, device, dtype, world, progress, stop=stop)
     if kind == "local":
-        from mcmc.local import local_kernel
+        from mcmc.kernels.local.dispatch import local_kernel
 
         return KernelBuild(local_kernel(card, theory))
     raise JobError(f"sampler.kind {kind!r} is not available")
@@ -134,7 +134,7 @@ def prepare_outputs(card: Card, world: World, resume: bool, overwrite: bool) -> 
         path.unlink(missing_ok=True)
         checkpoint_path(path).unlink(missing_ok=True)
         if card.sampler.kind == "flow" and world.rank == 0:
-            from mcmc.flowjob import discard_stale_flow
+            from mcmc.training import discard_stale_flow
 
             discard_stale_flow(card)
     return path

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mcmc.store import Ensemble, StoreError, read_ensemble
+from mcmc.io.store import Ensemble, StoreError, read_ensemble
 from observables.estimators import ess
 from observables.measure import format_table, summarize, summary_json
 

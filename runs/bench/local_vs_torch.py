@@ -1,4 +1,5 @@
-"""Local-update baselines (numba, ``mcmc.local``) against torch HMC (``mcmc.hmc``), measured in one run.
+"""Local-update baselines (numba, ``mcmc.kernels.local``) against torch HMC (``mcmc.kernels.hmc``),
+measured in one run.
 
 For each theory, at the same volume and number of chains B, it reports
 
@@ -31,10 +32,10 @@ import torch
 from lattice.scalar import Phi4
 from lattice.u1 import U1
 from lattice.wilson import SUN
-from mcmc.hmc import HMC
-from mcmc.local_phi4 import LocalPhi4
-from mcmc.local_sun import LocalSUN
-from mcmc.local_u1 import LocalU1
+from mcmc.kernels.hmc import HMC
+from mcmc.kernels.local.phi4 import LocalPhi4
+from mcmc.kernels.local.sun import LocalSUN
+from mcmc.kernels.local.u1 import LocalU1
 from observables.gamma import gamma_analysis
 
 

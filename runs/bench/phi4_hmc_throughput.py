@@ -12,7 +12,7 @@ import time
 import torch
 
 from lattice.scalar import Phi4
-from mcmc.hmc import HMC
+from mcmc.kernels.hmc import HMC
 
 
 def rate(extent: int, n_chains: int, seconds: float) -> float:

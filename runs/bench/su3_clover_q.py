@@ -23,7 +23,7 @@ import torch
 
 from lattice.gradflow import topological_charge, wilson_flow
 from lattice.wilson import SUN
-from mcmc.hmc import HMC
+from mcmc.kernels.hmc import HMC
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from flows.gauge_sun import build_sun_flow
+from flows.sun.flow import build_sun_flow
 from flows.train import ess_fraction, load_checkpoint
 from lattice.wilson import SUN
 

@@ -16,8 +16,8 @@ import torch
 
 from lattice.sun import gaussian_algebra
 from lattice.wilson import SUN
-from mcmc.hmc import HMC
-from mcmc.lie import sun_drift
+from mcmc.kernels.hmc import HMC
+from mcmc.kernels.lie import sun_drift
 
 
 def timed(fn, reps, sync):

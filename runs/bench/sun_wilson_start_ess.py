@@ -1,5 +1,5 @@
 """ESS and log-weight variance of an untrained SU(N) spectral flow with the Wilson start
-(``flow: {init: wilson}``, ``flows.gauge_sun_init``), against the Haar proposal's (β/N)² n_P Var(Re tr P).
+(``flow: {init: wilson}``, ``flows.sun.starts``), against the Haar proposal's (β/N)² n_P Var(Re tr P).
 
 Usage (from the repository root), e.g. the 4⁴ SU(3) cards' flow at β = 0.5:
     PYTHONPATH=. .venv/bin/python runs/bench/sun_wilson_start_ess.py --shape 4 4 4 4 --beta 0.5 --n 512
@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from flows.gauge_sun import build_sun_flow
+from flows.sun.flow import build_sun_flow
 from flows.train import TrainConfig, ess_fraction, train_flow
 from lattice.wilson import SUN
 

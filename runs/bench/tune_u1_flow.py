@@ -4,7 +4,7 @@ Usage (from the repository root):
     PYTHONPATH=. .venv/bin/python runs/bench/tune_u1_flow.py FLOW_JSON TRAIN_JSON
 FLOW_JSON holds U1FlowConfig keys; TRAIN_JSON holds TrainConfig keys plus "L" (default 8), "beta"
 (default 2.0) and "seed" (default 0). One torch thread. The offset-order comparison quoted in
-flows/gauge_u1.py is
+flows/u1/flow.py is
     ... tune_u1_flow.py '{"offset_order": "decreasing"}' '{"steps": 400, "batch_size": 64, "lr": 4e-3}'
     ... tune_u1_flow.py '{"offset_order": "increasing"}' '{"steps": 400, "batch_size": 64, "lr": 4e-3}'
 Prints one JSON line: the steps and wall seconds, the ESS and acceptance estimate on 4096 fresh float64
@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from flows.gauge_u1 import build_u1_flow
 from flows.train import TrainConfig, acceptance_estimate, ess_fraction, train_flow
+from flows.u1.flow import build_u1_flow
 from lattice import exact_u1
 from lattice.u1 import U1
 

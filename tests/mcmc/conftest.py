@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from mcmc.kernel import ChainState
+from mcmc.kernels.protocol import ChainState
 
 
 def _gen(seed):

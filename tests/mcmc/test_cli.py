@@ -113,10 +113,10 @@ def test_verify_rejects_wrong_format_and_garbage(tmp_path, capsys):
 
 
 def test_failed_run_leaves_no_complete_looking_file(tmp_path, monkeypatch, capsys):
-    import mcmc.hmc
+    import mcmc.kernels.hmc
 
     calls = {"n": 0}
-    original = mcmc.hmc.HMC.step
+    original = mcmc.kernels.hmc.HMC.step
 
     def failing_step(self, state, generator):
         calls["n"] += 1
@@ -124,7 +124,7 @@ def test_failed_run_leaves_no_complete_looking_file(tmp_path, monkeypatch, capsy
             raise RuntimeError("simulated crash")
         return original(self, state, generator)
 
-    monkeypatch.setattr(mcmc.hmc.HMC, "step", failing_step)
+    monkeypatch.setattr(mcmc.kernels.hmc.HMC, "step", failing_step)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_cli("sample", write_card(tmp_path), "--quiet")
     path = tmp_path / "out" / "out.r0.h5"

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from flows.gauge_sun import build_sun_flow
+from flows.sun.flow import build_sun_flow
 from flows.train import TrainConfig, train_flow
 from lattice.exact_sun import plaquette as exact_plaquette
 from lattice.wilson import SUN
-from mcmc.hmc import HMC
-from mcmc.independence import IndependenceMetropolis
+from mcmc.kernels.hmc import HMC
+from mcmc.kernels.independence import IndependenceMetropolis
 from observables.gamma import gamma_analysis
 
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from lattice import exact_u1
-from mcmc.verify import verify_file
+from mcmc.io.verify import verify_file
 
 BIN = Path(sys.executable).parent
 MPIEXEC = shutil.which("mpiexec", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")

@@ -15,9 +15,9 @@ import torch
 import yaml
 
 from mcmc.cli import main
+from mcmc.io.store import StoreError, read_ensemble
+from mcmc.io.verify import verify_file
 from mcmc.job import stop_signals
-from mcmc.store import StoreError, read_ensemble
-from mcmc.verify import verify_file
 
 LATFLOW = str(Path(sys.executable).with_name("latflow"))
 CARD = {

@@ -1,0 +1,239 @@
+"""Flows inside a sampling job: train (or load) the flow for a card, and wrap it as an independence kernel.
+
+The trained flow lives at ``<out>/<ensemble>.flow.pt``, beside the ensemble. Its checkpoint records
+the theory and architecture it was trained for; a checkpoint for anything else is refused with a
+one-line error and never used. An unfinished training (killed, or fewer steps than the card asks
+for, within the time budget) is resumed where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flows.model import Flow
+from flows.registry import FlowFamily, flow_family
+from flows.train import (
+    CheckpointMismatch,
+    TrainConfig,
+    last_cpu_seconds,
+    load_checkpoint,
+    train_flow,
+    warm_start,
+)
+from mcmc.card import Card, CardError, section_settings
+from mcmc.job import KernelBuild, World, model_hash
+from mcmc.setup import build_theory, resolve_device, torch_generator, train_seed_sequence
+
+log = logging.getLogger("latflow")
+
+
+def flow_path(card: Card) -> Path:
+    """``<out>/<ensemble>.flow.pt``."""
+    return Path(card.out) / f"{card.ensemble}.flow.pt"
+
+
+def family(card: Card) -> FlowFamily:
+    """The flow family (config class and builder) of the card's theory."""
+    try:
+        return flow_family(card.theory.name)
+    except ValueError as exc:
+        raise CardError(f"card: sampler.kind flow: {exc}") from None
+
+
+def flow_config(card: Card) -> Any:
+    """The card's ``flow`` section as the theory's flow config (unset keys take its defaults)."""
+    config = family(card).config
+    return config.from_mapping(section_settings(card.flow, config, "flow"))
+
+
+def train_config(card: Card) -> TrainConfig:
+    return TrainConfig.from_mapping(section_settings(card.train, TrainConfig, "train"))
+
+
+def discard_stale_flow(card: Card) -> bool:
+    """``--overwrite``: delete a flow checkpoint at the card's path that was made for another theory or
+    architecture (e.g. by an older version's defaults), so that it is retrained instead of refused.
+    A matching checkpoint is kept. Returns whether one was deleted."""
+    path = flow_path(card)
+    if not path.exists():
+        return False
+    try:
+        load_checkpoint(path, build_theory(card), flow_config(card).to_dict())
+    except CheckpointMismatch as exc:
+        log.warning("--overwrite: replacing the flow checkpoint that does not fit this card (%s)", exc)
+        path.unlink()
+        return True
+    return False
+
+
+def rebuild_flow(saved: dict[str, Any], theory: Any, card: Card, device: torch.device) -> Flow:
+    """The card's flow from a checkpoint already read (and checked) by ``load_checkpoint``, in eval mode."""
+    flow = family(card).build(theory, saved["flow_config"], device=device)
+    flow.load_state_dict(saved["model"])
+    return flow.eval()
+
+
+def _finished(saved: dict[str, Any], config: TrainConfig) -> bool:
+    """Training is done when it reached its steps or spent its time budget."""
+    spent = config.spent(saved["seconds"], last_cpu_seconds(saved["metrics"], default=0.0))
+    out_of_time = config.max_seconds is not None and spent >= config.max_seconds
+    return saved["step"] >= config.steps or out_of_time
+
+
+@dataclass(frozen=True)
+class TrainedFlow:
+    """A trained (or loaded) flow, its cumulative training seconds, and whether a stop request ended
+    its training early (then it must not be used for sampling: ``--resume`` continues the training)."""
+
+    flow: Flow
+    seconds: float
+    interrupted: bool = False
+    cpu_seconds: float = math.nan  # CPU seconds of the training process(es) of rank 0
+
+
+def _checkpoint_status(card: Card, theory: Any, world: World) -> str:
+    """Rank 0 reads the flow checkpoint; every rank gets its verdict: finished, partial or none."""
+    from mcmc.parallel import bcast
+
+    status = "none"
+    if world.rank == 0 and flow_path(card).exists():
+        saved = load_checkpoint(flow_path(card), theory, flow_config(card).to_dict())  # CheckpointMismatch
+        status = "finished" if _finished(saved, train_config(card)) else "partial"
+        log.info(
+            "flow checkpoint %s: %s at step %d (%.1f s)",
+            flow_path(card),
+            status,
+            saved["step"],
+            saved["seconds"],
+        )
+    return bcast(world, status)
+
+
+def trained_flow(
+    card: Card,
+    theory: Any,
+    device: torch.device,
+    *,
+    progress: bool,
+    resume: bool = True,
+    world: World | None = None,
+    stop: Callable[[], bool] = lambda: False,
+) -> TrainedFlow:
+    """The flow for ``card``: loaded when a finished matching checkpoint exists, else trained
+    (data-parallel over the MPI ranks when there are several; see ``mcmc.distributed``).
+
+    The flow is float32, on ``device``; the seconds are cumulative over resumed trainings.
+    """
+    world = world or World()
+    path, fcfg, tcfg = flow_path(card), flow_config(card), train_config(card)
+    status = _checkpoint_status(card, theory, world)
+    if status == "finished":
+        saved = load_checkpoint(path, theory, fcfg.to_dict())  # raises CheckpointMismatch
+        flow = rebuild_flow(saved, theory, card, device)
+        untrained = 0.0 if saved["step"] == 0 else math.nan   # no steps: no CPU time, not an old file
+        return TrainedFlow(flow, float(saved["seconds"]),
+                           cpu_seconds=last_cpu_seconds(saved["metrics"], default=untrained))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seeds = train_seed_sequence(card.seed)
+    generator = torch_generator(seeds, device)
+    flow = family(card).build(theory, fcfg, generator=generator, device=device)  # same weights on every rank
+    resume = resume and status == "partial"
+    if not resume and tcfg.init_from:
+        source = warm_start(flow, tcfg.init_from)  # before any rank trains: same start everywhere
+        log.info("flow weights start from %s (trained for %s)", tcfg.init_from, source)
+    if world.size == 1:
+        result = train_flow(
+            flow, theory, tcfg, generator, checkpoint_path=path, resume=resume, progress=progress, stop=stop
+        )
+    else:
+        from mcmc.distributed import process_group, train_distributed
+
+        rank_generator = torch_generator(seeds.spawn(world.size)[world.rank], device)
+        with process_group(world, device):
+            result = train_distributed(
+                flow,
+                theory,
+                tcfg,
+                rank_generator,
+                world,
+                checkpoint_path=path,
+                resume=resume,
+                progress=progress,
+                stop=stop,
+            )
+    if result.steps_done:
+        log.info(
+            "trained flow: %d steps in %.1f s (%d skipped, stopped by %s), final ESS %.3f",
+            result.steps_done,
+            result.seconds,
+            result.n_skipped,
+            result.stopped_by,
+            float(result.metrics["ess"][-1]),
+        )
+    else:
+        log.info("flow used as built: train.steps = 0")
+    if world.rank == 0:
+        _plot_training(result.metrics, Path(card.out) / "plots" / "training.png")
+    return TrainedFlow(
+        flow, result.seconds, interrupted=result.stopped_by == "signal", cpu_seconds=result.cpu_seconds
+    )
+
+
+def _plot_training(metrics: dict[str, Any], path: Path) -> None:
+    import numpy as np
+
+    from observables.plots import plot_training
+
+    if len(metrics.get("loss", [])):
+        plot_training({**metrics, "step": np.arange(1, len(metrics["loss"]) + 1)}, path)
+
+
+def flow_kernel(
+    card: Card,
+    theory: Any,
+    device: torch.device,
+    dtype: torch.dtype,
+    world: World,
+    progress: bool,
+    *,
+    stop: Callable[[], bool] = lambda: False,
+) -> KernelBuild:
+    """Train or load the flow (all ranks together), then the independence-Metropolis kernel on it."""
+    from mcmc.kernels.independence import IndependenceMetropolis
+
+    trained = trained_flow(card, theory, device, progress=progress, world=world, stop=stop)
+    proposal = trained.flow.as_float64(conditioner_dtype=torch.float32)  # exact map, cheap conditioners
+    kernel = IndependenceMetropolis(theory, proposal, batch=card.sample.proposal_batch)
+    return KernelBuild(
+        kernel,
+        train_s=trained.seconds,
+        train_cpu_s=trained.cpu_seconds,
+        model_hash=model_hash(proposal.state_dict()),
+        interrupted=trained.interrupted,
+    )
+
+
+def train_only(card: Card, world: World, *, resume: bool, progress: bool) -> bool:
+    """``latflow train``: fit the flow for ``card`` and save its checkpoint; False when interrupted."""
+    from mcmc.job import stop_signals
+    from mcmc.parallel import any_rank
+
+    theory = build_theory(card)
+    device = resolve_device(card.device, world.local_rank)
+    path = flow_path(card)
+    if any_rank(world, path.exists() and not resume):
+        raise CardError(f"{path} exists; pass --resume to continue training it, or delete it to start over")
+    with stop_signals() as caught:
+        trained = trained_flow(
+            card, theory, device, progress=progress, resume=resume, world=world, stop=lambda: bool(caught)
+        )
+    if world.rank == 0:
+        print(f"flow checkpoint: {path} (training time {trained.seconds:.1f} s)")
+    return not trained.interrupted
