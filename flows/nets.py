@@ -124,9 +124,19 @@ def conditioners_to(module: nn.Module, dtype: torch.dtype) -> nn.Module:
     return module
 
 
+def cpu_generator(generator: torch.Generator) -> torch.Generator:
+    """``generator`` itself when it lives on the CPU, else a fresh CPU generator seeded with its seed
+    (``initial_seed()``): initial weights are drawn on the CPU, so one seed gives the same weights on
+    every device (the CUDA and CPU random streams differ)."""
+    if generator.device.type == "cpu":
+        return generator
+    return torch.Generator().manual_seed(generator.initial_seed())
+
+
 def _init_conv(conv: nn.Module, generator: torch.Generator, zero: bool) -> None:
     """Draw one conv unit's weights U(±1/√fan_in) and biases U(±1/√fan_in) (PyTorch's default
-    bounds), or zero them; a :class:`CircularConv4d` counts all its slices in its fan-in."""
+    bounds) on the CPU from the CPU ``generator`` and copy them to the parameters' device, or zero
+    them; a :class:`CircularConv4d` counts all its slices in its fan-in."""
     parts = list(conv.slices) if isinstance(conv, CircularConv4d) else [conv]
     fan_in = len(parts) * parts[0].weight[0].numel()
     bound = 1.0 / fan_in**0.5
@@ -136,13 +146,17 @@ def _init_conv(conv: nn.Module, generator: torch.Generator, zero: bool) -> None:
                 if zero:
                     p.zero_()
                 else:
-                    p.uniform_(-bound, bound, generator=generator)
+                    drawn = torch.empty(p.shape, dtype=p.dtype).uniform_(-bound, bound, generator=generator)
+                    p.copy_(drawn)
 
 
 def reset_parameters(module: nn.Module, generator: torch.Generator) -> None:
     """Re-draw the conv parameters of every :class:`ConvNet` inside ``module`` from ``generator``,
     keeping each final conv at zero. No global RNG is touched, so a flow's initial weights are a
-    function of the generator state alone."""
+    function of the generator state alone. The draws happen on the CPU (:func:`cpu_generator`), so a
+    generator on any device and parameters on any device give the same weights for one seed; a
+    non-CPU generator contributes its seed, not its current state, and is not advanced."""
+    generator = cpu_generator(generator)
     for net in module.modules():
         if not isinstance(net, ConvNet):
             continue

@@ -51,7 +51,9 @@ def run(ranks: int, n_configs: int) -> tuple[int, float]:
             str(card(Path(tmp), n_configs)),
         ]
         cmd += ["--json", "--quiet", "--no-plots"]
-        r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        env = {**os.environ, "OMP_NUM_THREADS": "1",  # Open MPI as root needs both; MPICH ignores them
+               "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if r.returncode:
             sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr}")
         summary = json.loads(r.stdout.strip().splitlines()[-1])

@@ -34,7 +34,10 @@ def _mpi_missing() -> str | None:
 
 pytestmark = pytest.mark.skipif(_mpi_missing() is not None, reason=str(_mpi_missing()))
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # two ranks share two cores
+# two ranks share two cores; Open MPI refuses to start as root (containers, some cluster images) unless
+# told it may, and MPICH ignores these variables
+ENV = {**os.environ, "OMP_NUM_THREADS": "1",
+       "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 CARD = {
     "theory": {"name": "u1", "shape": [8, 8], "beta": 2.0},
     "sampler": {"kind": "hmc"},
