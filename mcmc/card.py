@@ -28,15 +28,16 @@ class CardError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # every float of every section must be finite: NaN or ±Inf is refused at the edge
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _check_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     if len(shape) == 0:
         raise ValueError("must list at least one extent")
-    bad = [s for s in shape if s <= 0]
+    bad = [s for s in shape if s < 2]
     if bad:
-        raise ValueError(f"extents must be positive, got {bad[0]}")
+        raise ValueError(f"extents must be at least 2 (a periodic lattice needs two sites), got {bad[0]}")
     return shape
 
 
@@ -247,15 +248,52 @@ def parse_card(raw: Any, overrides: list[str] | None = None) -> Card:
         raise CardError(f"card: {_describe(first, Card)}{more}") from None
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark
+                )
+            if isinstance(key, typing.Hashable):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for a YAML error: the problem and its line (and column)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}"
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's contents; a binary file, a YAML error or a duplicate key raise one-line ``CardError``."""
+    data = path.read_bytes()
+    try:
+        if b"\0" in data:
+            raise UnicodeDecodeError("utf-8", data, data.index(b"\0"), data.index(b"\0") + 1, "NUL byte")
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CardError(f"{path}: not a text file, so not a YAML run card") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise CardError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
+
+
 def load_card(path: str | Path, overrides: list[str] | None = None) -> Card:
     """Read and validate a YAML run card. The default ``out`` is ``runs/out/<card stem>``."""
     path = Path(path)
     if not path.is_file():
         raise CardError(f"card file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise CardError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    raw = read_yaml(path)
     if isinstance(raw, dict) and "out" not in raw:
         raw = {**raw, "out": f"runs/out/{path.stem}"}
     return parse_card(raw, overrides)

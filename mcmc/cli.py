@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import time
 import traceback
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +25,39 @@ INTERRUPTED = 128 + 15  # a run stopped by a signal, with its checkpoint written
 
 class UserError(Exception):
     """Any error that is the user's to fix; printed without a traceback."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (``latflow <command>: error: ...``), exit status 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def window_S(text: str) -> float:
+    """``--S``: the Gamma-method window parameter, a finite number > 0 (checked when parsed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+class _LazyFileHandler(logging.FileHandler):
+    """A log file created (with its directory) at the first line, so that a run refused before it
+    starts leaves nothing behind; every line is flushed as it is written."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        super().__init__(path, delay=True)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.stream is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        super().emit(record)
+        self.flush()
 
 
 def _card_args(p: argparse.ArgumentParser) -> None:
@@ -39,7 +74,7 @@ def _card_args(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="latflow", description="Lattice field theory sampling with flows and HMC."
     )
     sub = ap.add_subparsers(dest="command", required=True)
@@ -57,11 +92,13 @@ def parser() -> argparse.ArgumentParser:
         if name == "run":
             p.add_argument("--json", action="store_true", help="print the JSON summary as the last line")
             p.add_argument("--no-plots", action="store_true", help="skip the plots")
-            p.add_argument("--S", type=float, default=1.5, help="Gamma-method window parameter (default 1.5)")
+            p.add_argument(
+                "--S", type=window_S, default=1.5, help="Gamma-method window parameter (default 1.5)"
+            )
     meas = sub.add_parser("measure", help="observables with Gamma-method errors from replica files")
     meas.add_argument("files", nargs="+", help="replica files <ensemble>.r<rank>.h5 of one ensemble")
     meas.add_argument("--json", action="store_true", help="print the JSON summary as the last line")
-    meas.add_argument("--S", type=float, default=1.5, help="Gamma-method window parameter (default 1.5)")
+    meas.add_argument("--S", type=window_S, default=1.5, help="Gamma-method window parameter (default 1.5)")
     meas.add_argument("--plots", metavar="DIR", help="write the observable plots into DIR")
     cmp = sub.add_parser("compare", help="several samplers on one theory, side by side: table, CSV, plots")
     cmp.add_argument("cards", nargs="+", help="run cards of one theory (the first is the reference)")
@@ -80,7 +117,7 @@ def parser() -> argparse.ArgumentParser:
     cmp.add_argument("--overwrite", action="store_true", help="regenerate existing ensembles")
     cmp.add_argument("--json", action="store_true", help="print the JSON rows as the last line")
     cmp.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
-    cmp.add_argument("--S", type=float, default=1.5, help="Gamma-method window parameter (default 1.5)")
+    cmp.add_argument("--S", type=window_S, default=1.5, help="Gamma-method window parameter (default 1.5)")
     cmp.add_argument(
         "--clock",
         choices=("wall", "cpu"),
@@ -108,8 +145,7 @@ def _setup_logging(quiet: bool, log_file: Path | None = None) -> None:
         console.setFormatter(logging.Formatter("latflow: %(message)s"))
         log.addHandler(console)
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(log_file)
+        fh = _LazyFileHandler(log_file)
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(fh)
 
@@ -183,6 +219,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_measure(args: argparse.Namespace) -> int:
     from mcmc.report import json_line, render, summarize_files, write_plots
 
+    _setup_logging(False)
     summary = summarize_files(args.files, S=args.S)
     print(render(summary))
     if args.plots:
@@ -226,6 +263,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from mcmc.compare import compare_json, markdown_table, run_compare, write_outputs
 
     _setup_logging(args.quiet)
+    if args.resume and args.overwrite:
+        from mcmc.resume import BOTH_FLAGS
+
+        raise UserError(BOTH_FLAGS)
     rows, summaries = run_compare(
         args.cards,
         args.overrides,
@@ -259,11 +300,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from mcmc.io.nersc import NerscError
     from mcmc.io.store import StoreError
     from mcmc.job import JobError
+    from mcmc.io.lock import LockError
 
     errors: list[type[BaseException]] = [
         UserError,
         CardError,
         JobError,
+        LockError,
         StoreError,
         NerscError,
         FileNotFoundError,

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -49,6 +49,15 @@ class Position:
 
     update: int = 0
     n_stored: int = 0
+
+
+class Spent(NamedTuple):
+    """Wall-clock and CPU seconds spent so far in this call, split into thermalisation and sampling."""
+
+    therm_s: float
+    sample_s: float
+    therm_cpu_s: float
+    sample_cpu_s: float
 
 
 @dataclass(frozen=True)
@@ -109,14 +118,17 @@ def run_chain(
     writer: EnsembleWriter,
     start: Position = Position(),
     field_dtype: torch.dtype = torch.float64,
-    on_block: Callable[[ChainState, Position], None] | None = None,
+    on_block: Callable[[ChainState, Position, Spent], None] | None = None,
     stop_requested: Callable[[], bool] = lambda: False,
     progress: bool = True,
+    rate: str = "accepted",
 ) -> RunResult:
     """Advance the chains from ``start`` to the end of ``schedule``, writing stored updates in blocks.
 
-    After each block is appended, ``on_block(state, position)`` is called (to checkpoint). When
-    ``stop_requested()`` turns true the current block is flushed and the run returns early.
+    After each block is appended, ``on_block(state, position, spent)`` is called (to checkpoint, with
+    the seconds spent so far). When ``stop_requested()`` turns true the current block is flushed and
+    the run returns early. ``rate``: the ``StepInfo`` field averaged into ``acceptance`` (``accepted``,
+    or ``accept_prob`` for local sweeps, whose ``accepted`` only says that some site moved).
     """
     pos, records, trajs = start, [], []
     n_acc, n_prop = 0.0, 0
@@ -133,6 +145,12 @@ def run_chain(
         leave=False,
     )
 
+    def spent() -> Spent:
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if therm_s is None:
+            return Spent(wall, 0.0, cpu, 0.0)
+        return Spent(therm_s, wall - therm_s, therm_cpu_s, cpu - therm_cpu_s)
+
     def flush() -> None:
         nonlocal pos, records, trajs
         if records:
@@ -140,7 +158,7 @@ def run_chain(
             pos = replace(pos, n_stored=pos.n_stored + len(records))
             records, trajs = [], []
         if on_block is not None:
-            on_block(state, pos)
+            on_block(state, pos, spent())
 
     interrupted = False
     try:
@@ -151,7 +169,7 @@ def run_chain(
                 if therm_s is None:
                     therm_s, therm_cpu_s = time.perf_counter() - t0, time.process_time() - c0
                     bar.set_description("sample")
-                n_acc += float(info.accepted.to(torch.float64).mean())
+                n_acc += float(getattr(info, rate).to(torch.float64).mean())
                 n_prop += 1
                 bar.set_postfix(acc=f"{n_acc / n_prop:.3f}", refresh=False)
             if schedule.stores(pos.update):

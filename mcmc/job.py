@@ -14,10 +14,13 @@ from typing import Any
 
 import torch
 
+from mcmc.budget import check_fits
 from mcmc.card import Card
-from mcmc.driver import Position, RunResult, Schedule, run_chain, state_from_dict, state_to_dict
+from mcmc.driver import Position, RunResult, Schedule, Spent, run_chain, state_from_dict, state_to_dict
+from mcmc.io.lock import LockError, WriterLock
 from mcmc.io.store import EnsembleWriter, StoreError, checkpoint_path, replica_path, save_atomic
 from mcmc.kernels.hmc import HMC
+from mcmc.resume import BOTH_FLAGS, JobError, chain_settings, plan_start
 from mcmc.setup import (
     build_theory,
     initial_field,
@@ -28,10 +31,6 @@ from mcmc.setup import (
 )
 
 log = logging.getLogger("latflow")
-
-
-class JobError(RuntimeError):
-    """A sampling job that cannot start or continue; one-line message."""
 
 
 @dataclass(frozen=True)
@@ -75,16 +74,18 @@ def build_kernel(
     progress: bool,
     *,
     stop: Callable[[], bool] = lambda: False,
+    frozen: bool = False,
 ) -> KernelBuild:
     """The Markov kernel named by ``card.sampler.kind``; a flow is trained or loaded first (``stop``
-    polled by distributed training turns true when the job is asked to stop)."""
+    polled by distributed training turns true when the job is asked to stop; ``frozen``: the flow
+    checkpoint must exist and is loaded as it is, never trained further, as a resumed ensemble needs)."""
     kind = card.sampler.kind
     if kind == "hmc":
         return KernelBuild(HMC(theory, card.hmc.tau, card.hmc.n_steps, card.hmc.integrator))
     if kind == "flow":
         from mcmc.training import flow_kernel
 
-        return flow_kernel(card, theory, device, dtype, world, progress, stop=stop)
+        return flow_kernel(card, theory, device, dtype, world, progress, stop=stop, frozen=frozen)
     if kind == "local":
         from mcmc.kernels.local.dispatch import local_kernel
 
@@ -123,21 +124,15 @@ def provenance(card: Card, world: World, ss_key: tuple[int, ...], theory: object
     }
 
 
-def prepare_outputs(card: Card, world: World, resume: bool, overwrite: bool) -> Path:
-    """Check the replica file's path; with ``overwrite`` delete an old ensemble's file and checkpoint."""
-    path = replica_path(card.out, card.ensemble, world.rank)
-    if path.exists() and not (resume or overwrite):
-        raise JobError(
-            f"{path} already holds an ensemble; pass --resume to continue it or --overwrite to replace it"
-        )
-    if overwrite and not resume:
-        path.unlink(missing_ok=True)
-        checkpoint_path(path).unlink(missing_ok=True)
-        if card.sampler.kind == "flow" and world.rank == 0:
-            from mcmc.training import discard_stale_flow
+def remove_outputs(card: Card, world: World, path: Path) -> None:
+    """``--overwrite`` (after every check passed): delete the old replica file and checkpoint, and on
+    rank 0 a flow checkpoint that does not fit the card."""
+    path.unlink(missing_ok=True)
+    checkpoint_path(path).unlink(missing_ok=True)
+    if card.sampler.kind == "flow" and world.rank == 0:
+        from mcmc.training import discard_stale_flow
 
-            discard_stale_flow(card)
-    return path
+        discard_stale_flow(card)
 
 
 @contextmanager
@@ -159,21 +154,9 @@ def stop_signals() -> Iterator[list[int]]:
             signal.signal(sig, handler)
 
 
-def chain_settings(card: Card, world: World) -> dict[str, int]:
-    """Settings besides the physics hash that a resumed chain must share with its start."""
-    settings = {
-        "sample.n_therm": card.sample.n_therm,
-        "sample.n_chains": card.sample.n_chains,
-        "sample.every": card.sample.every,
-        "n_replicas": world.size,
-    }
-    if card.sampler.kind == "flow":
-        settings["sample.proposal_batch"] = card.sample.proposal_batch
-    return settings
-
-
 def _checkpoint_payload(
-    card: Card, world: World, model_hash: str, state: Any, generator: torch.Generator, pos: Position
+    card: Card, world: World, model_hash: str, state: Any, generator: torch.Generator, pos: Position,
+    timing: dict[str, float],
 ) -> dict[str, Any]:
     return {
         "state": state_to_dict(state),
@@ -182,53 +165,23 @@ def _checkpoint_payload(
         "n_stored": pos.n_stored,
         "physics_hash": card.physics_hash(),
         "model_hash": model_hash,
-        "chain": chain_settings(card, world),
+        "chain": chain_settings(card, world.size),
+        "timing": timing,
     }
-
-
-def _check_resumable(ckpt: Path, payload: dict[str, Any], card: Card, world: World, model_hash: str) -> None:
-    """Refuse a resume whose card changed anything but ``sample.n_configs`` (which may only grow)."""
-    if payload["physics_hash"] != card.physics_hash():
-        raise JobError(
-            f"{ckpt}: resume refused, the card changed the theory, sampler, flow, seed or dtype "
-            "since this ensemble was started (only sample.n_configs may grow)"
-        )
-    if payload["model_hash"] != model_hash:
-        raise JobError(f"{ckpt}: resume refused, the flow model differs from the one this ensemble used")
-    for key, was in payload.get("chain", {}).items():
-        now = chain_settings(card, world).get(key)
-        if now != was:
-            raise JobError(
-                f"{ckpt}: resume refused, {key} was {was} and is now {now} (only sample.n_configs may grow)"
-            )
-    if card.sample.n_configs < payload["n_stored"]:
-        raise JobError(
-            f"{ckpt}: resume refused, sample.n_configs = {card.sample.n_configs} is below the "
-            f"{payload['n_stored']} configurations already stored (n_configs may only grow)"
-        )
-
-
-def _load_checkpoint(path: Path, card: Card, world: World, model_hash: str) -> dict[str, Any] | None:
-    ckpt = checkpoint_path(path)
-    if not ckpt.exists():
-        return None
-    payload = torch.load(ckpt, weights_only=True, map_location="cpu")
-    _check_resumable(ckpt, payload, card, world, model_hash)
-    return payload
 
 
 def _open_writer(
     card: Card,
     world: World,
     path: Path,
-    built: KernelBuild,
+    payload: dict[str, Any] | None,
     theory: Any,
     state: Any,
     generator: torch.Generator,
 ) -> tuple[EnsembleWriter, Any, Position]:
-    """A new replica file, or (``--resume`` with a checkpoint) the old one truncated to the checkpoint,
-    with the chain state and generator restored; returns the writer, the state and the position."""
-    payload = _load_checkpoint(path, card, world, built.model_hash) if path.exists() else None
+    """A new replica file, or (``payload``: the checked checkpoint) the old one truncated to the
+    checkpoint, with the chain state and generator restored; returns the writer, the state and the
+    position."""
     if payload is None:
         path.unlink(missing_ok=True)
         checkpoint_path(path).unlink(missing_ok=True)
@@ -265,68 +218,125 @@ def sample_replica(
 ) -> SampleOutcome:
     """Generate (or continue) this rank's replica file of the ensemble described by ``card``.
 
+    Order: the device and the memory estimate are checked (nothing is created yet); the replica's
+    writer lock is taken (``mcmc.io.lock``; a live writer refuses this one); every resume check runs
+    (``mcmc.resume.plan_start``); only then are files written, deleted or trained.
+
     SIGTERM, SIGUSR1 and SIGINT stop the job cleanly: during sampling the current block is written
     and checkpointed; during (distributed) flow training the training checkpoint is written and no
     sampling starts. Either way the outcome is ``interrupted`` and ``--resume`` continues.
     """
-    with stop_signals() as caught:
-        path = prepare_outputs(card, world, resume, overwrite)
-        device, dtype = resolve_device(card.device, world.local_rank), resolve_dtype(card.dtype)
-        if card.sampler.kind == "local":
-            device = torch.device("cpu")  # the numba local updates run on the CPU
+    if resume and overwrite:
+        raise JobError(BOTH_FLAGS)
+    device, dtype = resolve_device(card.device, world.local_rank), resolve_dtype(card.dtype)
+    if card.sampler.kind == "local":
+        device = torch.device("cpu")  # the numba local updates run on the CPU
+    check_fits(card, device)
+    path = replica_path(card.out, card.ensemble, world.rank)
+    with WriterLock(path), stop_signals() as caught:
+        payload = plan_start(card, path, world.size, resume=resume, overwrite=overwrite)
+        if overwrite:
+            remove_outputs(card, world, path)
         theory = build_theory(card)
-        built = build_kernel(card, theory, device, dtype, world, progress, stop=lambda: bool(caught))
+        frozen = _any_rank(world, payload is not None)  # a resumed ensemble keeps its flow: no training
+        built = build_kernel(card, theory, device, dtype, world, progress, stop=lambda: bool(caught),
+                             frozen=frozen)
+        if payload is not None and payload["model_hash"] != built.model_hash:
+            raise JobError(f"{checkpoint_path(path)}: resume refused, the flow model "
+                           f"{built.model_hash} differs from the {payload['model_hash']} this ensemble used")
         if caught or built.interrupted:
             return SampleOutcome(path, float("nan"), built.train_s, 0.0, 0.0, True)
-        generator = torch_generator(seed_sequence(card.seed, world.rank, world.size), device)
-        state = initial_state(built.kernel, theory, card.sample.n_chains, generator, dtype, device)
-        writer, state, start = _open_writer(card, world, path, built, theory, state, generator)
-        config_bytes = state.x[0].numel() * state.x.element_size() * card.sample.n_chains
-        schedule = Schedule(
-            card.sample.n_therm,
-            card.sample.n_configs,
-            card.sample.every,
-            block=max(1, min(card.sample.checkpoint_every, (64 << 20) // config_bytes)),
+        return _sample(card, world, path, payload, built, theory, (device, dtype), caught, progress)
+
+
+def _any_rank(world: World, flag: bool) -> bool:
+    if world.size == 1:
+        return flag
+    from mcmc.parallel import any_rank
+
+    return any_rank(world, flag)
+
+
+PHASES = ("therm_s", "sample_s", "therm_cpu_s", "sample_cpu_s")
+
+
+def _sample(
+    card: Card, world: World, path: Path, payload: dict[str, Any] | None, built: KernelBuild, theory: Any,
+    where: tuple[torch.device, torch.dtype], caught: list[int], progress: bool,
+) -> SampleOutcome:
+    """Open (or reopen) the file and run the chains, checkpointing after every block with the cumulative
+    cost of every phase, so that a killed session's cost up to its last checkpoint is kept."""
+    device, dtype = where
+    generator = torch_generator(seed_sequence(card.seed, world.rank, world.size), device)
+    state = initial_state(built.kernel, theory, card.sample.n_chains, generator, dtype, device)
+    writer, state, start = _open_writer(card, world, path, payload, theory, state, generator)
+    base = {k: float((payload or {}).get("timing", {}).get(k, 0.0)) for k in PHASES}
+    config_bytes = state.x[0].numel() * state.x.element_size() * card.sample.n_chains
+    schedule = Schedule(
+        card.sample.n_therm,
+        card.sample.n_configs,
+        card.sample.every,
+        block=max(1, min(card.sample.checkpoint_every, (64 << 20) // config_bytes)),
+    )
+
+    def totals(spent: Spent) -> dict[str, float]:
+        return {k: base[k] + float(v) for k, v in zip(PHASES, spent, strict=True)}
+
+    logged = [start.n_stored]
+
+    def checkpoint(st: Any, pos: Position, spent: Spent) -> None:
+        payload = _checkpoint_payload(card, world, built.model_hash, st, generator, pos, totals(spent))
+        save_atomic(payload, checkpoint_path(path))
+        if pos.n_stored == logged[0]:
+            return
+        logged[0] = pos.n_stored
+        log.info("%s: %d of %d configurations stored (update %d), checkpoint written",
+                 path.name, pos.n_stored, card.sample.n_configs, pos.update)
+
+    log.info("sampling %s: %s, %d chain(s), %d configurations", path, card.sampler.kind,
+             card.sample.n_chains, card.sample.n_configs)
+    complete, result = False, None
+    try:
+        result = run_chain(
+            built.kernel,
+            state,
+            generator,
+            schedule=schedule,
+            measure=theory.observables,
+            writer=writer,
+            start=start,
+            field_dtype=state.x.dtype,  # the kernel's own field dtype (complex for SU(N))
+            on_block=checkpoint,
+            stop_requested=lambda: bool(caught),
+            progress=progress,
+            rate="accept_prob" if card.sampler.kind == "local" else "accepted",
         )
-
-        def checkpoint(st: Any, pos: Position) -> None:
-            payload = _checkpoint_payload(card, world, built.model_hash, st, generator, pos)
-            save_atomic(payload, checkpoint_path(path))
-
-        complete, result = False, None
-        try:
-            result = run_chain(
-                built.kernel,
-                state,
-                generator,
-                schedule=schedule,
-                measure=theory.observables,
-                writer=writer,
-                start=start,
-                field_dtype=state.x.dtype,  # the kernel's own field dtype (complex for SU(N))
-                on_block=checkpoint,
-                stop_requested=lambda: bool(caught),
-                progress=progress,
-            )
-            complete = not result.interrupted
-        finally:
-            timing = None if result is None else run_timing(built, result)
-            writer.close(complete=complete, timing=timing)
+        complete = not result.interrupted
+    finally:
+        timing = None if result is None else run_timing(built, result, base)
+        writer.close(complete=complete, timing=timing)
     return SampleOutcome(
         path, result.acceptance, built.train_s, result.therm_s, result.sample_s, result.interrupted
     )
 
 
-def run_timing(built: KernelBuild, result: RunResult) -> dict[str, float]:
+def run_timing(
+    built: KernelBuild, result: RunResult, base: dict[str, float] | None = None
+) -> dict[str, float]:
     """The costs recorded in an ensemble file: wall-clock seconds and the process's CPU seconds (the
-    robust measure on a shared machine) of training, thermalisation and sampling."""
-    return {
-        "train_s": built.train_s,
+    robust measure on a shared machine) of training, thermalisation and sampling, cumulative over every
+    session (``base``: the totals before this session)."""
+    base = base or {}
+    session = {
         "therm_s": result.therm_s,
         "sample_s": result.sample_s,
-        "train_cpu_s": built.train_cpu_s,
         "therm_cpu_s": result.therm_cpu_s,
         "sample_cpu_s": result.sample_cpu_s,
+    }
+    return {
+        "train_s": built.train_s,
+        "train_cpu_s": built.train_cpu_s,
+        **{k: base.get(k, 0.0) + v for k, v in session.items()},
     }
 
 
@@ -339,4 +349,7 @@ def model_hash(state_dict: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-__all__ = ["JobError", "StoreError", "World", "KernelBuild", "SampleOutcome", "sample_replica", "model_hash"]
+__all__ = [
+    "JobError", "LockError", "StoreError", "World", "KernelBuild", "SampleOutcome", "sample_replica",
+    "model_hash",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,8 @@ import numpy as np
 from mcmc.io.store import Ensemble, StoreError, read_ensemble
 from observables.estimators import ess
 from observables.measure import format_table, summarize, summary_json
+
+log = logging.getLogger("latflow")
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,22 @@ def _chains(values: np.ndarray) -> list[np.ndarray]:
 
 
 def _consistent(ensembles: Sequence[Ensemble]) -> None:
-    first = ensembles[0]
+    """Replicas of one ensemble, each once (by its stored ``ensemble_id``, whatever its path); an
+    unfinished file (a live or killed run) is measured with a warning."""
+    first, seen = ensembles[0], {}
+    for e in ensembles:
+        identity = str(e.attrs.get("ensemble_id", e.path))
+        if identity in seen:
+            raise StoreError(
+                f"{e.path}: the same replica as {seen[identity]} (ensemble_id {identity!r}); "
+                "each replica may be measured only once"
+            )
+        seen[identity] = e.path
+        if e.attrs.get("status") != "complete":
+            log.warning(
+                "warning: %s is unfinished (status %r: a live or killed run); measuring its %d stored "
+                "configurations", e.path, e.attrs.get("status"), len(e.traj)
+            )
     for e in ensembles[1:]:
         if e.theory != first.theory or e.attrs.get("sampler") != first.attrs.get("sampler"):
             raise StoreError(

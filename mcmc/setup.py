@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from lattice.theories import theory_from_params
-from mcmc.card import Card
+from mcmc.card import Card, CardError
 
 TRAIN_SPAWN_KEY = 0x7472_6169  # distinct from every replica index
 
@@ -14,7 +14,8 @@ TRAIN_SPAWN_KEY = 0x7472_6169  # distinct from every replica index
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """'auto' → ``cuda:<local_rank % n_gpus>`` when CUDA is available, else CPU."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was requested but torch.cuda.is_available() is False")
+        raise CardError("card: device: cuda was requested but no CUDA device is available here; "
+                        "use device: cpu or auto")
     if name in ("auto", "cuda") and torch.cuda.is_available():
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")

@@ -28,7 +28,7 @@ from flows.train import (
     warm_start,
 )
 from mcmc.card import Card, CardError, section_settings
-from mcmc.job import KernelBuild, World, model_hash
+from mcmc.job import JobError, KernelBuild, World, model_hash
 from mcmc.setup import build_theory, resolve_device, torch_generator, train_seed_sequence
 
 log = logging.getLogger("latflow")
@@ -57,6 +57,21 @@ def train_config(card: Card) -> TrainConfig:
     return TrainConfig.from_mapping(section_settings(card.train, TrainConfig, "train"))
 
 
+def read_flow(path: Path, theory: Any, card: Card) -> dict[str, Any]:
+    """``load_checkpoint`` with a damaged file turned into a one-line ``JobError`` naming it (a checkpoint
+    for another theory or flow still raises ``CheckpointMismatch``)."""
+    try:
+        return load_checkpoint(path, theory, flow_config(card).to_dict())
+    except CheckpointMismatch:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types for a damaged file
+        first = (str(exc).strip().splitlines() or [""])[0][:120]
+        raise JobError(
+            f"{path}: not a readable flow checkpoint ({type(exc).__name__}: {first}); delete it to train "
+            "the flow again (an ensemble sampled with it can then no longer be resumed) or restore it"
+        ) from None
+
+
 def discard_stale_flow(card: Card) -> bool:
     """``--overwrite``: delete a flow checkpoint at the card's path that was made for another theory or
     architecture (e.g. by an older version's defaults), so that it is retrained instead of refused.
@@ -65,8 +80,8 @@ def discard_stale_flow(card: Card) -> bool:
     if not path.exists():
         return False
     try:
-        load_checkpoint(path, build_theory(card), flow_config(card).to_dict())
-    except CheckpointMismatch as exc:
+        read_flow(path, build_theory(card), card)
+    except (CheckpointMismatch, JobError) as exc:
         log.warning("--overwrite: replacing the flow checkpoint that does not fit this card (%s)", exc)
         path.unlink()
         return True
@@ -104,7 +119,7 @@ def _checkpoint_status(card: Card, theory: Any, world: World) -> str:
 
     status = "none"
     if world.rank == 0 and flow_path(card).exists():
-        saved = load_checkpoint(flow_path(card), theory, flow_config(card).to_dict())  # CheckpointMismatch
+        saved = read_flow(flow_path(card), theory, card)  # CheckpointMismatch, JobError
         status = "finished" if _finished(saved, train_config(card)) else "partial"
         log.info(
             "flow checkpoint %s: %s at step %d (%.1f s)",
@@ -125,17 +140,22 @@ def trained_flow(
     resume: bool = True,
     world: World | None = None,
     stop: Callable[[], bool] = lambda: False,
+    frozen: bool = False,
 ) -> TrainedFlow:
     """The flow for ``card``: loaded when a finished matching checkpoint exists, else trained
-    (data-parallel over the MPI ranks when there are several; see ``mcmc.distributed``).
+    (data-parallel over the MPI ranks when there are several; see ``mcmc.distributed``). ``frozen``:
+    the checkpoint must exist and is loaded as it is, finished or not (a resumed ensemble's flow).
 
     The flow is float32, on ``device``; the seconds are cumulative over resumed trainings.
     """
     world = world or World()
     path, fcfg, tcfg = flow_path(card), flow_config(card), train_config(card)
-    status = _checkpoint_status(card, theory, world)
+    if frozen and not path.exists():
+        raise JobError(f"{path}: the flow this ensemble was sampled with is missing; restore it to resume, "
+                       "or start the ensemble again with --overwrite")
+    status = "finished" if frozen else _checkpoint_status(card, theory, world)
     if status == "finished":
-        saved = load_checkpoint(path, theory, fcfg.to_dict())  # raises CheckpointMismatch
+        saved = read_flow(path, theory, card)  # raises CheckpointMismatch
         flow = rebuild_flow(saved, theory, card, device)
         untrained = 0.0 if saved["step"] == 0 else math.nan   # no steps: no CPU time, not an old file
         return TrainedFlow(flow, float(saved["seconds"]),
@@ -146,7 +166,7 @@ def trained_flow(
     flow = family(card).build(theory, fcfg, generator=generator, device=device)  # same weights on every rank
     resume = resume and status == "partial"
     if not resume and tcfg.init_from:
-        source = warm_start(flow, tcfg.init_from)  # before any rank trains: same start everywhere
+        source = _warm_start(flow, tcfg.init_from)  # before any rank trains: same start everywhere
         log.info("flow weights start from %s (trained for %s)", tcfg.init_from, source)
     if world.size == 1:
         result = train_flow(
@@ -186,6 +206,16 @@ def trained_flow(
     )
 
 
+def _warm_start(flow: Flow, path: str) -> Any:
+    try:
+        return warm_start(flow, path)
+    except CheckpointMismatch:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged file, whatever torch.load makes of it
+        kind = type(exc).__name__
+        raise JobError(f"train.init_from: {path}: not a readable flow checkpoint ({kind})") from None
+
+
 def _plot_training(metrics: dict[str, Any], path: Path) -> None:
     import numpy as np
 
@@ -204,11 +234,12 @@ def flow_kernel(
     progress: bool,
     *,
     stop: Callable[[], bool] = lambda: False,
+    frozen: bool = False,
 ) -> KernelBuild:
     """Train or load the flow (all ranks together), then the independence-Metropolis kernel on it."""
     from mcmc.kernels.independence import IndependenceMetropolis
 
-    trained = trained_flow(card, theory, device, progress=progress, world=world, stop=stop)
+    trained = trained_flow(card, theory, device, progress=progress, world=world, stop=stop, frozen=frozen)
     proposal = trained.flow.as_float64(conditioner_dtype=torch.float32)  # exact map, cheap conditioners
     kernel = IndependenceMetropolis(theory, proposal, batch=card.sample.proposal_batch)
     return KernelBuild(
@@ -222,15 +253,23 @@ def flow_kernel(
 
 def train_only(card: Card, world: World, *, resume: bool, progress: bool) -> bool:
     """``latflow train``: fit the flow for ``card`` and save its checkpoint; False when interrupted."""
-    from mcmc.job import stop_signals
-    from mcmc.parallel import any_rank
+    from contextlib import nullcontext
 
-    theory = build_theory(card)
+    from mcmc.budget import check_fits
+    from mcmc.job import stop_signals
+    from mcmc.io.lock import WriterLock
+    from mcmc.parallel import any_rank
+    from mcmc.io.store import replica_path
+
     device = resolve_device(card.device, world.local_rank)
+    check_fits(card, device)
+    theory = build_theory(card)
     path = flow_path(card)
     if any_rank(world, path.exists() and not resume):
         raise CardError(f"{path} exists; pass --resume to continue training it, or delete it to start over")
-    with stop_signals() as caught:
+    # rank 0 writes the flow beside replica 0, under that replica's lock
+    lock = WriterLock(replica_path(card.out, card.ensemble, 0)) if world.rank == 0 else nullcontext()
+    with lock, stop_signals() as caught:
         trained = trained_flow(
             card, theory, device, progress=progress, resume=resume, world=world, stop=lambda: bool(caught)
         )

@@ -12,6 +12,11 @@ that update (NaN without a proposal density); it gives the reweighting ESS. ``ac
 kernel's acceptance probability of that update, min(1, e^{log ratio}) for HMC and the flow, and for a
 local-update sweep its fraction of accepted site updates (where ``accepted`` only says "some moved").
 
+``row_crc32`` (N, K) uint32 holds, for each stored row, the CRC-32 of that row of each of the K other
+datasets named in its ``columns`` attribute (``crc32`` covers ``configs``), and the root attribute
+``provenance_sha256`` the SHA-256 of the ``card`` and ``theory`` attributes, so that ``verify`` detects
+and names any later change to any stored dataset or to the card.
+
 All datasets are chunked, resizable along axis 0 and appended together. The root attribute
 ``status`` is "running" until the run finishes, then "complete", so an interrupted or failed
 run never leaves a file that looks complete.
@@ -27,6 +32,7 @@ flags (what ``h5clear -s`` does) before appending again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -44,6 +50,23 @@ import numpy as np
 FORMAT_VERSION = 1
 LIBVER = ("v110", "v110")  # superblock v3, readable by HDF5 >= 1.10; needed for SWMR
 CHAIN_DATASETS = ("accepted", "logp", "logq", "dH", "proposal_logw", "accept_prob")
+ROW_CRC = "row_crc32"
+
+
+def row_columns(obs_names: list[str]) -> list[str]:
+    """The datasets ``row_crc32`` covers, in its column order: everything but ``configs`` itself."""
+    return ["traj", "crc32", *CHAIN_DATASETS, *(f"obs/{k}" for k in obs_names)]
+
+
+def rows_crc32(values: np.ndarray) -> np.ndarray:
+    """CRC-32 of each row's bytes (C order, stored dtype): ``(n, ...) -> (n,)`` uint32."""
+    flat = np.ascontiguousarray(values).reshape(len(values), -1)
+    return np.array([zlib.crc32(row.tobytes()) for row in flat], dtype=np.uint32)
+
+
+def provenance_sha256(card: str, theory: str) -> str:
+    """SHA-256 of the ``card`` and ``theory`` root attributes (the ``provenance_sha256`` attribute)."""
+    return hashlib.sha256(f"{card}\0{theory}".encode()).hexdigest()
 
 
 class StoreError(RuntimeError):
@@ -140,12 +163,16 @@ class EnsembleWriter:
             _create(f, name, (n_chains,), np.float64, 1024)
         for name in obs_names:
             _create(f, f"obs/{name}", (n_chains,), np.float64, 1024)
+        columns = row_columns(obs_names)
+        _create(f, ROW_CRC, (len(columns),), np.uint32, 1024)
+        f[ROW_CRC].attrs["columns"] = json.dumps(columns)
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["code_version"] = code_version()
         f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         f.attrs["status"] = "running"
         for key, value in attrs.items():
             f.attrs[key] = value
+        _seal_provenance(f)
         f.flush()
         _start_swmr(f)
         return cls(path, f)
@@ -168,6 +195,7 @@ class EnsembleWriter:
         f.attrs["status"] = "running"
         for key, value in (attrs or {}).items():
             f.attrs[key] = value
+        _seal_provenance(f)
         f.flush()
         _start_swmr(f)
         return cls(path, f)
@@ -193,6 +221,11 @@ class EnsembleWriter:
             **{f"obs/{k}": v for k, v in block.obs.items()},
             "traj": block.traj,
         }
+        if ROW_CRC in self._f:  # files from before row checksums have none
+            names = json.loads(self._f[ROW_CRC].attrs["columns"])
+            crcs = [rows_crc32(np.asarray(columns[k], self._f[k].dtype)) for k in names]
+            columns[ROW_CRC] = np.stack(crcs, axis=1)
+            columns["traj"] = columns.pop("traj")  # still grown last
         for name, values in columns.items():
             ds = self._f[name]
             ds.resize(n0 + n, axis=0)
@@ -203,9 +236,9 @@ class EnsembleWriter:
     def close(self, complete: bool = False, timing: Mapping[str, float] | None = None) -> None:
         """Close the file; mark it ``status = complete`` only when ``complete`` is true.
 
-        ``timing`` adds this session's ``therm_s`` and ``sample_s`` (and their CPU-time twins
-        ``therm_cpu_s``, ``sample_cpu_s``) to the file's cumulative totals and records ``train_s`` and
-        ``train_cpu_s`` (the flow's training cost), so resumed runs report their whole cost.
+        ``timing`` holds the cumulative totals over every session of this file (the job keeps them in
+        its checkpoint, so a killed session's cost up to its last checkpoint is counted):
+        ``therm_s``, ``sample_s``, ``train_s`` and their CPU-time twins ``*_cpu_s``.
         Status and timing are written after the SWMR session is closed, in a short ordinary session.
         """
         if not self._f.id.valid:
@@ -214,10 +247,14 @@ class EnsembleWriter:
         if complete or timing:
             with h5py.File(self.path, "r+", libver=LIBVER) as f:
                 for key, value in (timing or {}).items():
-                    base = 0.0 if key.startswith("train_") else float(f.attrs.get(key, 0.0))
-                    f.attrs[key] = base + float(value)
+                    f.attrs[key] = float(value)
                 if complete:
                     f.attrs["status"] = "complete"
+
+
+def _seal_provenance(f: h5py.File) -> None:
+    if "card" in f.attrs and "theory" in f.attrs:
+        f.attrs["provenance_sha256"] = provenance_sha256(str(f.attrs["card"]), str(f.attrs["theory"]))
 
 
 def _start_swmr(f: h5py.File) -> None:

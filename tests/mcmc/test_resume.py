@@ -116,7 +116,8 @@ main(["sample", sys.argv[1], "--quiet"])
 def test_sigkill_in_the_middle_of_an_append(tmp_path, reference):
     """SIGKILL after some datasets of the 4th block were grown and written, before its flush."""
     card = write_card(tmp_path)
-    n_columns = 9 + 4  # configs, crc32, accepted, logp, logq, dH, proposal_logw, accept_prob, 4 obs, traj
+    n_columns = 10 + 4  # configs, crc32, accepted, logp, logq, dH, proposal_logw, accept_prob, 4 obs,
+    # row_crc32, traj
     r = subprocess.run(
         [sys.executable, "-c", KILL_MID_APPEND, str(card), str(3 * n_columns + 5)],
         capture_output=True,
