@@ -230,7 +230,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from mcmc.io.verify import verify_file
+    from mcmc.io.verify import unchecked, verify_file
 
     failed = 0
     for path in args.files:
@@ -239,6 +239,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"{'OK  ' if not problems else 'FAIL'} {path}")
         for problem in problems:
             print(f"     {problem}")
+        for note in unchecked(path):
+            print(f"     note: {note}")
     return 1 if failed else 0
 
 

@@ -91,6 +91,12 @@ class GammaResult:
     rho_err: np.ndarray
     tau_int_of_w: np.ndarray
 
+    def __str__(self) -> str:
+        """Compact value with error, e.g. ``0.0441(12)`` (``observables.measure.format_value``)."""
+        from observables.measure import format_value
+
+        return format_value(self.mean, self.err)
+
     @property
     def n_eff(self) -> float:
         """Effective number of independent measurements, N / (2 τ_int)."""

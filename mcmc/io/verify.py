@@ -4,8 +4,13 @@ Each problem is reported as one line; a file is sound when none is found. The ch
 opens and is whole (not truncated), its ``format_version`` is supported, every dataset has one row
 per stored configuration, the CRC-32 of every configuration matches (a mismatch names the index and
 chain), the update indices ``traj`` start at ``n_therm + every`` and advance by ``every`` with no gap
-and no duplicate, the provenance attributes agree with the card stored in the file, and the run
-finished (``status`` complete, with the card's ``n_configs`` configurations).
+and no duplicate, the CRC-32 of every row of every other dataset (``obs/*``, ``logp``, ``logq``,
+``accepted``, ``traj``, ``dH``, ``proposal_logw``, ``accept_prob``, ``crc32``) matches its ``row_crc32``
+(a mismatch names the dataset and the row), the ``card`` and ``theory`` attributes match their
+``provenance_sha256``, the provenance attributes agree with the card stored in the file (compared
+NaN-safe), and the run finished (``status`` complete, with the card's ``n_configs`` configurations).
+Files written before ``row_crc32`` existed have only their configurations checksummed; ``unchecked``
+says so.
 """
 
 from __future__ import annotations
@@ -18,7 +23,15 @@ import h5py
 import numpy as np
 import yaml
 
-from mcmc.io.store import CHAIN_DATASETS, StoreError, config_crc32, open_for_reading
+from mcmc.io.store import (
+    CHAIN_DATASETS,
+    ROW_CRC,
+    StoreError,
+    config_crc32,
+    open_for_reading,
+    provenance_sha256,
+    rows_crc32,
+)
 
 REQUIRED_ATTRS = (
     "format_version",
@@ -49,6 +62,57 @@ def _check_crc(f: h5py.File, chunk: int = 256) -> list[str]:
     return problems
 
 
+def _check_rows(f: h5py.File, n: int, chunk: int = 4096) -> list[str]:
+    """Recompute each row's CRC-32 of every dataset ``row_crc32`` covers; name the dataset and the rows."""
+    if ROW_CRC not in f:
+        return []
+    names = json.loads(f[ROW_CRC].attrs.get("columns", "[]"))
+    missing = [name for name in names if name not in f]
+    problems = [f"dataset {name} is missing (row_crc32 covers it)" for name in missing]
+    for k, name in enumerate(names):
+        if name in missing:
+            continue
+        bad: list[int] = []
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            stored = f[ROW_CRC][start:stop, k]
+            bad += [start + int(i) for i in np.flatnonzero(rows_crc32(f[name][start:stop]) != stored)]
+        if bad:
+            shown = ", ".join(map(str, bad[:5])) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            problems.append(f"dataset {name}: row(s) {shown} differ from their checksums (altered later)")
+    return problems
+
+
+def _check_sealed(f: h5py.File) -> list[str]:
+    """The ``card`` and ``theory`` attributes against their ``provenance_sha256``."""
+    sealed = f.attrs.get("provenance_sha256")
+    if sealed is None or "card" not in f.attrs or "theory" not in f.attrs:
+        return []
+    if provenance_sha256(str(f.attrs["card"]), str(f.attrs["theory"])) != str(sealed):
+        return ["card or theory attribute altered after writing (provenance_sha256 mismatch)"]
+    return []
+
+
+def unchecked(path: str | Path) -> list[str]:
+    """What ``verify_file`` cannot check in this file (one line each); empty for current files."""
+    try:
+        f = open_for_reading(path)
+    except StoreError:
+        return []
+    with f:
+        notes = []
+        if ROW_CRC not in f:
+            notes.append("no row_crc32 (an older latflow wrote it): only the configurations are checksummed")
+        if "provenance_sha256" not in f.attrs:
+            notes.append("no provenance_sha256 (written by an older latflow): card edits cannot be detected")
+    return notes
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """Equality of JSON-like values in which NaN equals NaN."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
 def _check_traj(traj: np.ndarray, first: int | None = None, stride: int | None = None) -> list[str]:
     """The update indices must start at ``first`` and increase by ``stride`` (when known; else by
     their median step), with no gap and no duplicate."""
@@ -77,7 +141,7 @@ def _check_provenance(f: h5py.File) -> list[str]:
         return problems
     card, theory = _card(f), json.loads(f.attrs["theory"])
     replica = int(f.attrs["replica"])
-    if card.get("theory") != theory:
+    if not _same_json(card.get("theory"), theory):
         problems.append(f"theory attribute {theory} disagrees with the card's {card.get('theory')}")
     if card.get("seed") != int(f.attrs["seed"]):
         problems.append(f"seed attribute {f.attrs['seed']} disagrees with the card's {card.get('seed')}")
@@ -126,11 +190,13 @@ def verify_file(path: str | Path) -> list[str]:
         n = f["traj"].shape[0]
         problems = [
             f"dataset {d} has {f[d].shape[0]} rows, traj has {n}"
-            for d in (*names, *(f"obs/{k}" for k in f.get("obs", {})))
+            for d in (*names, *(f"obs/{k}" for k in f.get("obs", {})), *((ROW_CRC,) if ROW_CRC in f else ()))
             if f[d].shape[0] != n
         ]
+        problems += _check_sealed(f)
         problems += _check_provenance(f)
         problems += _check_complete(f, n)
         problems += _check_traj(f["traj"][()], *_sample_settings(f))
         problems += _check_crc(f)
+        problems += _check_rows(f, min(n, f[ROW_CRC].shape[0]) if ROW_CRC in f else 0)
     return problems

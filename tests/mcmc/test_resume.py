@@ -170,8 +170,9 @@ def test_n_configs_may_grow_and_nothing_else_may_change(tmp_path, capsys):
         ({"sample": {**small, "n_configs": 50}}, "n_configs = 50 is below the 100"),
         ({"sample": {**small, "n_configs": 200, "n_chains": 3}}, "sample.n_chains was 2 and is now 3"),
         ({"sample": {**small, "n_configs": 200, "every": 2}}, "sample.every was 1 and is now 2"),
-        ({"seed": 12}, "resume refused"),
-        ({"hmc": {"tau": 0.6, "n_steps": 4}}, "resume refused"),
+        ({"seed": 12}, "seed was 11 and is now 12"),
+        ({"hmc": {"tau": 0.6, "n_steps": 4}}, "hmc.tau was 0.5 and is now 0.6"),
+        ({"theory": {**CARD["theory"], "shape": [6, 8]}}, "theory.shape was [6, 6] and is now [6, 8]"),
     ]:
         assert main(["sample", str(write_card(tmp_path, **change)), "--quiet", "--resume"]) == 2
         err = capsys.readouterr().err
@@ -193,3 +194,75 @@ def test_reading_a_damaged_file_is_a_one_line_error(tmp_path):
     path.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 40)
     with pytest.raises(StoreError, match="x.r0.h5"):
         read_ensemble(path)
+
+
+def file_bytes(*paths):
+    return [Path(p).read_bytes() if Path(p).exists() else None for p in paths]
+
+
+def test_missing_checkpoint_never_replaces_the_ensemble(tmp_path, capsys):
+    """Problem 2: without its .ckpt, --resume (even with another seed and m2) leaves the file untouched."""
+    card = write_card(tmp_path, sample={**CARD["sample"], "n_configs": 60})
+    assert main(["sample", str(card), "--quiet"]) == 0
+    h5(tmp_path).with_suffix(".ckpt").unlink()
+    before = file_bytes(h5(tmp_path))
+    changed = write_card(tmp_path, seed=99, theory={**CARD["theory"], "m2": -4.0})
+    capsys.readouterr()
+    for path in (card, changed):
+        assert main(["sample", str(path), "--quiet", "--resume"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1, err
+        assert "holds 60 configurations but its checkpoint out.r0.ckpt is missing" in err
+        assert "--overwrite" in err and "verify" in err
+    assert file_bytes(h5(tmp_path)) == before
+
+
+def test_an_empty_file_without_checkpoint_is_restarted(tmp_path):
+    """A run killed before its first checkpoint stored nothing: --resume starts it afresh."""
+    card = write_card(tmp_path, sample={**CARD["sample"], "n_configs": 60})
+    assert main(["sample", str(card), "--quiet"]) == 0
+    with h5py.File(h5(tmp_path), "r+") as f:
+        for name in DATASETS + ("logq", "proposal_logw", "accept_prob", "row_crc32", "obs/absmag", "obs/phi2"):
+            f[name].resize(0, axis=0)
+    h5(tmp_path).with_suffix(".ckpt").unlink()
+    assert main(["sample", str(card), "--quiet", "--resume"]) == 0
+    assert len(read_ensemble(h5(tmp_path)).traj) == 60
+
+
+@pytest.mark.parametrize("damage", [b"", b"garbage" * 10, None])
+def test_corrupt_checkpoint_is_a_one_line_error_naming_it(tmp_path, capsys, damage):
+    card = write_card(tmp_path, sample={**CARD["sample"], "n_configs": 60})
+    assert main(["sample", str(card), "--quiet"]) == 0
+    ckpt = h5(tmp_path).with_suffix(".ckpt")
+    ckpt.write_bytes(ckpt.read_bytes()[:200] if damage is None else damage)  # None: truncated
+    before = file_bytes(h5(tmp_path), ckpt)
+    capsys.readouterr()
+    grown = write_card(tmp_path, sample={**CARD["sample"], "n_configs": 80})
+    assert main(["sample", str(grown), "--quiet", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"{ckpt}: not a readable latflow checkpoint" in err, err
+    assert file_bytes(h5(tmp_path), ckpt) == before
+
+
+def test_costs_and_log_survive_sigkill(tmp_path, reference):
+    """Problems 6 and 10: after kill -9 the checkpoint holds the cumulative wall and CPU seconds of each
+    phase and the log holds a line per checkpoint; the resumed file's totals include the killed session."""
+    card = write_card(tmp_path)
+    ckpt = h5(tmp_path).with_suffix(".ckpt")
+    proc = start("sample", card, "--quiet")
+    wait_for(ckpt, proc)
+    while torch.load(ckpt, weights_only=True)["n_stored"] < 200 and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    killed = torch.load(ckpt, weights_only=True)["timing"]
+    assert killed["therm_s"] > 0 and killed["sample_s"] > 0 and killed["sample_cpu_s"] > 0
+    log_lines = (tmp_path / "out" / "out.r0.log").read_text().splitlines()
+    assert any("configurations stored" in line for line in log_lines), log_lines
+    r = latflow("sample", card, "--quiet", "--resume")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(h5(tmp_path)) as f:
+        assert f.attrs["therm_s"] == pytest.approx(killed["therm_s"])  # thermalised in the killed session
+        assert f.attrs["sample_s"] > killed["sample_s"]
+        assert f.attrs["sample_cpu_s"] > killed["sample_cpu_s"]
+    assert_same(reference, h5(tmp_path))
