@@ -299,10 +299,10 @@ COMMANDS = {
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from mcmc.card import CardError
+    from mcmc.io.lock import LockError
     from mcmc.io.nersc import NerscError
     from mcmc.io.store import StoreError
     from mcmc.job import JobError
-    from mcmc.io.lock import LockError
 
     errors: list[type[BaseException]] = [
         UserError,

@@ -250,11 +250,10 @@ def sample_replica(
 
 
 def _any_rank(world: World, flag: bool) -> bool:
-    if world.size == 1:
-        return flag
-    from mcmc.parallel import any_rank
+    """``flag`` on any rank of a real MPI job (a ``World`` made by hand, as in tests, is one process)."""
+    from mcmc.parallel import any_rank, in_parallel
 
-    return any_rank(world, flag)
+    return any_rank(world, flag) if world.size > 1 and in_parallel() else flag
 
 
 PHASES = ("therm_s", "sample_s", "therm_cpu_s", "sample_cpu_s")

@@ -256,10 +256,10 @@ def train_only(card: Card, world: World, *, resume: bool, progress: bool) -> boo
     from contextlib import nullcontext
 
     from mcmc.budget import check_fits
-    from mcmc.job import stop_signals
     from mcmc.io.lock import WriterLock
-    from mcmc.parallel import any_rank
     from mcmc.io.store import replica_path
+    from mcmc.job import stop_signals
+    from mcmc.parallel import any_rank
 
     device = resolve_device(card.device, world.local_rank)
     check_fits(card, device)

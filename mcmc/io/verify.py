@@ -73,8 +73,9 @@ def _check_rows(f: h5py.File, n: int, chunk: int = 4096) -> list[str]:
         if name in missing:
             continue
         bad: list[int] = []
-        for start in range(0, n, chunk):
-            stop = min(start + chunk, n)
+        rows = min(n, f[name].shape[0])  # a short dataset is reported by the row-count check
+        for start in range(0, rows, chunk):
+            stop = min(start + chunk, rows)
             stored = f[ROW_CRC][start:stop, k]
             bad += [start + int(i) for i in np.flatnonzero(rows_crc32(f[name][start:stop]) != stored)]
         if bad:

@@ -62,7 +62,7 @@ def test_set_override_and_measure(tmp_path, capsys):
     ("change", "message"),
     [
         ({"theory": {**CARD["theory"], "no_such_key": 1}}, "theory.no_such_key"),
-        ({"theory": {**CARD["theory"], "shape": [4, -4]}}, "extents must be positive"),
+        ({"theory": {**CARD["theory"], "shape": [4, -4]}}, "extents must be at least 2"),
         ({"sample": {"n_configs": "many"}}, "sample.n_configs"),
         ({"hmc": {"integrator": "rk4"}}, "hmc.integrator"),
     ],

@@ -222,7 +222,8 @@ def test_an_empty_file_without_checkpoint_is_restarted(tmp_path):
     card = write_card(tmp_path, sample={**CARD["sample"], "n_configs": 60})
     assert main(["sample", str(card), "--quiet"]) == 0
     with h5py.File(h5(tmp_path), "r+") as f:
-        for name in DATASETS + ("logq", "proposal_logw", "accept_prob", "row_crc32", "obs/absmag", "obs/phi2"):
+        extra = ("logq", "proposal_logw", "accept_prob", "row_crc32", "obs/absmag", "obs/phi2")
+        for name in DATASETS + extra:
             f[name].resize(0, axis=0)
     h5(tmp_path).with_suffix(".ckpt").unlink()
     assert main(["sample", str(card), "--quiet", "--resume"]) == 0

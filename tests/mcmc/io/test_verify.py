@@ -129,7 +129,7 @@ def test_rows_missing_from_one_dataset_and_short_runs(copy, capsys):
     code, out = verify(capsys, copy)
     assert code == 1 and "dataset obs/mag2 has 30 rows, traj has 40" in out
     with h5py.File(copy, "r+") as f:
-        for name in ("configs", "traj", "crc32", *CHAIN_DATASETS):
+        for name in ("configs", "traj", "crc32", "row_crc32", *CHAIN_DATASETS):
             f[name].resize(30, axis=0)
         for name in f["obs"]:
             f["obs"][name].resize(30, axis=0)
@@ -151,3 +151,47 @@ def test_measure_merges_two_replica_files(pristine, capsys):
     values = [h5py.File(pristine / f"out.r{r}.h5")["obs/mag2"][()] for r in (0, 1)]
     assert not np.array_equal(*values)  # independent streams
     assert summary["observables"]["mag2"]["mean"] == pytest.approx(np.mean(values))
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["traj", "crc32", "accepted", "logp", "logq", "dH", "proposal_logw", "accept_prob",
+     "obs/mag2", "obs/absmag", "obs/phi2", "obs/action"],
+)
+def test_every_tampered_dataset_is_named(copy, capsys, name):
+    """Problem 4: a changed observable (or any other stored number) used to pass verify."""
+    with h5py.File(copy, "r+") as f:
+        row = f[name][17]
+        if row.dtype == bool:
+            f[name][17] = ~row
+        else:
+            f[name][17] = row + 1 if row.dtype.kind in "iu" else np.full_like(row, 0.5)
+    code, out = verify(capsys, copy)
+    assert code == 1 and f"dataset {name}: row(s) 17 differ from their checksums" in out, out
+
+
+def test_edited_card_attribute_is_detected(copy, capsys):
+    with h5py.File(copy, "r+") as f:
+        f.attrs["card"] = f.attrs["card"].replace("n_hits: 3", "n_hits: 4")  # consistent with theory & seed
+    code, out = verify(capsys, copy)
+    assert code == 1 and "card or theory attribute altered after writing" in out, out
+
+
+def test_provenance_comparison_is_nan_safe(copy, capsys):
+    """A NaN coupling stored consistently (older files allowed one) is no card mismatch."""
+    from mcmc.io.store import provenance_sha256
+
+    with h5py.File(copy, "r+") as f:
+        theory = json.loads(f.attrs["theory"])
+        f.attrs["theory"] = json.dumps({**theory, "m2": float("nan")})
+        f.attrs["card"] = f.attrs["card"].replace("m2: -1.0", "m2: .nan")
+        f.attrs["provenance_sha256"] = provenance_sha256(f.attrs["card"], f.attrs["theory"])
+    assert verify_file(copy) == []
+
+
+def test_files_without_row_checksums_say_what_is_unchecked(copy, capsys):
+    with h5py.File(copy, "r+") as f:
+        del f["row_crc32"]
+        del f.attrs["provenance_sha256"]
+    code, out = verify(capsys, copy)
+    assert code == 0 and "note: no row_crc32" in out and "note: no provenance_sha256" in out

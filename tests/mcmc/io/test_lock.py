@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from mcmc.cli import main
-from mcmc.lock import Holder, LockError, WriterLock, lock_path, process_start
+from mcmc.io.lock import Holder, LockError, WriterLock, lock_path, process_start
 
 LATFLOW = str(Path(sys.executable).with_name("latflow"))
 CARD = {
