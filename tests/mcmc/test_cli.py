@@ -228,3 +228,66 @@ def test_run_writes_accept_history_and_charge_plots(tmp_path):
     plots = tmp_path / "out" / "plots"
     for name in ("plaquette.png", "Q.png", "accept_history.png", "Q_history.png", "Q_histogram.png"):
         assert (plots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def one_line(capsys, *args, code=2):
+    capsys.readouterr()
+    assert run_cli(*args) == code
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "abc"])
+def test_window_S_is_checked_when_parsed(tmp_path, capsys, value):
+    """Problem 9: --S -1 used to fail only after sampling everything."""
+    with pytest.raises(SystemExit) as exit_:
+        run_cli("run", write_card(tmp_path), "--quiet", f"--S={value}")
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1 and "--S" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_resume_and_overwrite_together_are_refused(tmp_path, capsys):
+    card = write_card(tmp_path)
+    assert run_cli("sample", card, "--quiet") == 0
+    before = (tmp_path / "out" / "out.r0.h5").read_bytes()
+    err = one_line(capsys, "sample", card, "--quiet", "--resume", "--overwrite")
+    assert "--resume and --overwrite exclude each other" in err
+    assert (tmp_path / "out" / "out.r0.h5").read_bytes() == before
+
+
+def test_a_run_that_cannot_fit_stops_before_allocating(tmp_path, capsys):
+    """Problem 9: a 100000 x 100000 lattice tried to allocate 160 GB and left an empty directory."""
+    card = write_card(tmp_path, theory={**CARD["theory"], "shape": [100000, 100000]})
+    err = one_line(capsys, "run", card, "--quiet")
+    assert "this run needs about 1280.0 GB" in err and "GB in all" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unavailable_device_is_a_one_line_error(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is available here")
+    err = one_line(capsys, "run", write_card(tmp_path, device="cuda"), "--quiet")
+    assert "device: cuda was requested but no CUDA device is available" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_binary_card_and_bad_yaml_are_one_line_errors(tmp_path, capsys):
+    (tmp_path / "bin.yaml").write_bytes(bytes(range(256)) * 4)
+    assert "not a text file" in one_line(capsys, "run", tmp_path / "bin.yaml")
+    (tmp_path / "dup.yaml").write_text(yaml.safe_dump(CARD) + "seed: 4\n")
+    assert "duplicate key 'seed'" in one_line(capsys, "run", tmp_path / "dup.yaml")
+
+
+def test_local_log_acceptance_matches_the_table(tmp_path, capsys):
+    """Problem 10: the local sampler's log line said acceptance 1.000 while the table said 0.649."""
+    card = write_card(tmp_path, sampler={"kind": "local"}, theory={**CARD["theory"], "m2": 1.0})
+    capsys.readouterr()
+    assert run_cli("run", card, "--json", "--no-plots") == 0
+    out, err = capsys.readouterr()
+    logged = float(err.rsplit("acceptance ", 1)[1].split()[0])
+    table = json.loads(out.strip().splitlines()[-1])["acceptance"]
+    assert logged < 0.99 and logged == pytest.approx(table, abs=1e-3)

@@ -265,3 +265,12 @@ def test_global_mean_exposes_inconsistent_replicas():
     assert per_replica.variance == pytest.approx(np.mean(np.concatenate([r - r.mean() for r in reps]) ** 2))
     assert wolff.err > 5 * per_replica.err
     assert wolff.mean == per_replica.mean == pytest.approx(pooled.mean(), rel=1e-12)
+
+
+def test_a_result_prints_compactly():
+    """``print(result)`` gives the value with its error in the last digits, e.g. ``0.0441(12)``."""
+    from dataclasses import replace
+
+    result = gamma_analysis(np.random.default_rng(0).normal(size=400))
+    assert str(replace(result, mean=0.04412, err=0.001234)) == "0.0441(12)"
+    assert str(replace(result, mean=0.74123, err=0.00312)) == "0.7412(31)"
