@@ -11,8 +11,8 @@ absurd shape costs nothing to check):
   (else ``train.batch_size``) float32 configurations kept ``FLOW_ACTIVATIONS`` times per layer for the
   backward pass.
 
-The independence kernel's proposal buffer is sized by the kernel itself
-(``mcmc.kernels.independence``, issue 20), so it is not counted here. The limit is the device's total memory (the CPU's physical
+The independence kernel's proposal buffer is sized by the kernel itself (``mcmc.kernels.independence``,
+issue 20), so it is not counted here. The limit is the device's total memory (the CPU's physical
 memory, or the GPU's).
 """
 

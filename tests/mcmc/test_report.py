@@ -1,4 +1,4 @@
-"""``latflow measure`` on replica files: each replica once (by its stored identity), unfinished files warned."""
+"""``latflow measure``: each replica once (by its stored identity); unfinished files are warned about."""
 
 import shutil
 
