@@ -121,6 +121,14 @@ class TrainCard(_TrainBase):
     """Reverse-KL training. The card default budget is 600 s of training."""
 
     max_seconds: float | None = Field(default=600.0, gt=0)
+    # bounds checked here, before any work (the optimizer would only fail once training starts)
+    lr: float | None = Field(default=None, gt=0)
+    lr_final_factor: float | None = Field(default=None, ge=0)
+    warmup_steps: int | None = Field(default=None, ge=0)
+    grad_clip: float | None = Field(default=None, gt=0)
+    batch_size_max: int | None = Field(default=None, ge=1)
+    checkpoint_every: int | None = Field(default=None, ge=0)
+    log_every: int | None = Field(default=None, ge=1)
 
 
 def section_settings(section: BaseModel, config: type, label: str) -> dict[str, Any]:
@@ -160,7 +168,7 @@ class Card(_Section):
     flow: FlowCard = FlowCard()
     train: TrainCard = TrainCard()
     sample: SampleCard = SampleCard()
-    seed: int = Field(default=1234, ge=0)
+    seed: int = Field(default=1234, ge=0, lt=2**63)  # stored as an int64 attribute
     out: str = "runs/out/latflow"
     name: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
