@@ -117,7 +117,7 @@ def test_second_writers_against_a_live_run(tmp_path, capsys):
     while not h5.with_suffix(".ckpt").exists():
         assert live.poll() is None and time.monotonic() - t0 < 120, live.stderr.read()
         time.sleep(0.01)
-    for extra in ([], ["--resume"], ["--overwrite"]):
+    for extra in (["--resume"], ["--overwrite"], []):
         capsys.readouterr()
         assert main(["sample", str(card), "--quiet", *extra]) == 2
         err = capsys.readouterr().err
