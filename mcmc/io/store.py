@@ -27,7 +27,7 @@ file at every moment, so a writer killed with SIGKILL, even in the middle of an 
 readable file holding every block flushed before the kill (its rows may disagree in length across
 datasets; a resume truncates them all to the checkpoint's count). Such a file keeps the "open for
 writing" flags of its superblock: readers open it in SWMR-read mode, and ``reopen`` clears the
-flags (what ``h5clear -s`` does) before appending again.
+flags (what ``h5clear -s`` does, ``mcmc.io.swmr``) before appending again.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 import tempfile
 import zlib
 from collections.abc import Mapping
@@ -46,6 +45,8 @@ from typing import Any
 
 import h5py
 import numpy as np
+
+from mcmc.io.swmr import SuperblockError, clear_open_flags, recorded_size
 
 FORMAT_VERSION = 1
 LIBVER = ("v110", "v110")  # superblock v3, readable by HDF5 >= 1.10; needed for SWMR
@@ -272,87 +273,17 @@ def _open_for_writing(path: Path) -> h5py.File:
     try:
         return h5py.File(path, "r+", libver=LIBVER)
     except OSError as exc:
-        if not _left_open(exc) or not clear_open_flags(path):
+        try:
+            cleared = _left_open(exc) and clear_open_flags(path)
+        except SuperblockError as damaged:
+            raise StoreError(str(damaged)) from None
+        if not cleared:
             raise StoreError(f"{path}: cannot be opened for appending ({exc})") from None
     return h5py.File(path, "r+", libver=LIBVER)
 
 
 def _left_open(exc: OSError) -> bool:
     return "already open for write" in str(exc)
-
-
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
-# lookup3's mix and final rounds as (target, source, [adder,] rotation) over the state (a, b, c)
-_MIX = ((0, 2, 1, 4), (1, 0, 2, 6), (2, 1, 0, 8), (0, 2, 1, 16), (1, 0, 2, 19), (2, 1, 0, 4))
-_FINAL = ((2, 1, 14), (0, 2, 11), (1, 0, 25), (2, 1, 16), (0, 2, 4), (1, 0, 14), (2, 1, 24))
-
-
-def _rot(x: int, k: int) -> int:
-    return ((x << k) | (x >> (32 - k))) & 0xFFFFFFFF
-
-
-def lookup3(data: bytes, initval: int = 0) -> int:
-    """Bob Jenkins' lookup3 ``hashlittle``, the checksum of HDF5 metadata (superblock v2/v3)."""
-    m = 0xFFFFFFFF
-    a = b = c = (0xDEADBEEF + len(data) + initval) & m
-    if not data:
-        return c
-    words = struct.unpack(f"<{(len(data) + 11) // 12 * 3}I", data + bytes(-len(data) % 12))
-    for i in range(0, len(words) - 3, 3):
-        a, b, c = (a + words[i]) & m, (b + words[i + 1]) & m, (c + words[i + 2]) & m
-        for x, y, z, k in _MIX:
-            v = [a, b, c]
-            v[x] = ((v[x] - v[y]) & m) ^ _rot(v[y], k)
-            v[y] = (v[y] + v[z]) & m
-            a, b, c = v
-    a, b, c = (a + words[-3]) & m, (b + words[-2]) & m, (c + words[-1]) & m
-    for x, y, k in _FINAL:
-        v = [a, b, c]
-        v[x] = ((v[x] ^ v[y]) - _rot(v[y], k)) & m
-        a, b, c = v
-    return c
-
-
-def recorded_size(path: str | Path) -> int | None:
-    """The end-of-file address an HDF5 superblock (v0–v3, at offset 0) records; None if unknown."""
-    with open(path, "rb") as fh:
-        head = fh.read(64)
-    if head[:8] != _HDF5_SIGNATURE or len(head) < 16:
-        return None
-    if head[8] in (2, 3):
-        size, at = head[9], 12 + 2 * head[9]
-    elif head[8] in (0, 1):
-        size = head[13]
-        at = 24 + 4 * head[8] + 2 * size
-    else:
-        return None
-    return int.from_bytes(head[at : at + size], "little")
-
-
-def clear_open_flags(path: str | Path) -> bool:
-    """Clear the "open for (SWMR) writing" flags a killed writer leaves in a v2/v3 superblock at offset 0
-    (as ``h5clear -s``), and extend a file shorter than its recorded end of file. True when changed."""
-    path = Path(path)
-    with open(path, "r+b") as fh:
-        head = fh.read(12)
-        if len(head) < 12 or head[:8] != _HDF5_SIGNATURE or head[8] not in (2, 3) or head[11] == 0:
-            return False
-        n = 12 + 4 * head[9]
-        sb = bytearray(head + fh.read(n - 8))
-        if struct.unpack("<I", sb[n : n + 4])[0] != lookup3(bytes(sb[:n])):
-            raise StoreError(f"{path}: the HDF5 superblock checksum is wrong; the file is damaged")
-        sb[11] = 0
-        sb[n : n + 4] = struct.pack("<I", lookup3(bytes(sb[:n])))
-        fh.seek(0)
-        fh.write(sb)
-        fh.flush()
-        os.fsync(fh.fileno())
-    eof = recorded_size(path) or 0
-    if path.stat().st_size < eof:
-        os.truncate(path, eof)
-    return True
 
 
 def _row_datasets(f: h5py.File) -> list[h5py.Dataset]:

@@ -72,3 +72,14 @@ def test_damaged_flow_checkpoint_is_a_one_line_error(tmp_path, capsys, damage):
         err = one_line_error(capsys, command, card, "--quiet")
         assert f"{flow}: not a readable flow checkpoint" in err
     assert not (tmp_path / "out" / "out.r0.h5").exists()
+
+
+def test_train_is_refused_while_the_ensemble_has_a_writer(tmp_path, capsys):
+    """``latflow train`` writes the flow beside replica 0, so it takes that replica's lock too."""
+    from mcmc.io.lock import WriterLock
+
+    card = write_card(tmp_path)
+    with WriterLock(tmp_path / "out" / "out.r0.h5"):
+        err = one_line_error(capsys, "train", card, "--quiet")
+    assert "out.r0.h5 is being written by pid" in err
+    assert not (tmp_path / "out" / "out.flow.pt").exists()
