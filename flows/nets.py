@@ -98,6 +98,7 @@ class ConvNet(nn.Module):
             nn.init.zeros_(p)
         layers.append(last)
         self.net = nn.Sequential(*layers)
+        self.autocast_dtype: torch.dtype | None = None  # set by flows.accel.training_accel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x (B, in_channels, *L)``; returns ``(B, out_channels, *L)`` in ``x.dtype``.
@@ -109,7 +110,11 @@ class ConvNet(nn.Module):
         bijection with an exact density.
         """
         compute = next(self.net[-1].parameters()).dtype
-        return self.net(x.to(compute)).to(x.dtype)
+        if self.autocast_dtype is None:
+            return self.net(x.to(compute)).to(x.dtype)
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype):  # flows.accel: bf16 conditioners
+            out = self.net(x.to(compute))
+        return out.to(x.dtype)
 
 
 def conditioners_to(module: nn.Module, dtype: torch.dtype) -> nn.Module:

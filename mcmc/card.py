@@ -78,6 +78,16 @@ class HMCCard(_Section):
     tau: float = Field(default=1.0, gt=0)
     n_steps: int = Field(default=10, ge=1)
     integrator: Literal["leapfrog", "omelyan"] = "omelyan"
+    compile: bool = False  # fused trajectory (torch.compile; CUDA graphs on GPUs): mcmc.compiled
+
+
+class AccelCard(_Section):
+    """GPU training options (``flows.accel``); null: automatic (TF32 and channels-last on CUDA only)."""
+
+    tf32: bool | None = None
+    autocast: Literal["off", "bf16"] | None = None
+    channels_last: bool | None = None
+    compile: bool = False
 
 
 class LocalCard(_Section):
@@ -167,6 +177,7 @@ class Card(_Section):
     local: LocalCard = LocalCard()
     flow: FlowCard = FlowCard()
     train: TrainCard = TrainCard()
+    accel: AccelCard = AccelCard()
     sample: SampleCard = SampleCard()
     seed: int = Field(default=1234, ge=0, lt=2**63)  # stored as an int64 attribute
     out: str = "runs/out/latflow"

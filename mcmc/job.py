@@ -81,6 +81,10 @@ def build_kernel(
     checkpoint must exist and is loaded as it is, never trained further, as a resumed ensemble needs)."""
     kind = card.sampler.kind
     if kind == "hmc":
+        if card.hmc.compile:
+            from mcmc.compiled import CompiledHMC
+
+            return KernelBuild(CompiledHMC(theory, card.hmc.tau, card.hmc.n_steps, card.hmc.integrator))
         return KernelBuild(HMC(theory, card.hmc.tau, card.hmc.n_steps, card.hmc.integrator))
     if kind == "flow":
         from mcmc.training import flow_kernel

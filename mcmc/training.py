@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from flows.accel import AccelConfig, training_accel
 from flows.model import Flow
 from flows.registry import FlowFamily, flow_family
 from flows.train import (
@@ -168,15 +169,16 @@ def trained_flow(
     if not resume and tcfg.init_from:
         source = _warm_start(flow, tcfg.init_from)  # before any rank trains: same start everywhere
         log.info("flow weights start from %s (trained for %s)", tcfg.init_from, source)
+    accel = training_accel(flow, AccelConfig.from_mapping(card.accel.model_dump()), device)
     if world.size == 1:
-        result = train_flow(
-            flow, theory, tcfg, generator, checkpoint_path=path, resume=resume, progress=progress, stop=stop
-        )
+        with accel:
+            result = train_flow(flow, theory, tcfg, generator, checkpoint_path=path, resume=resume,
+                                progress=progress, stop=stop)
     else:
         from mcmc.distributed import process_group, train_distributed
 
         rank_generator = torch_generator(seeds.spawn(world.size)[world.rank], device)
-        with process_group(world, device):
+        with process_group(world, device), accel:
             result = train_distributed(
                 flow,
                 theory,
