@@ -12,7 +12,8 @@ imaginary part, never by materialising a conjugate transpose. Written this way, 
 real elementwise operations and short reductions that ``torch.compile`` fuses into a few kernels (its
 code generators do not fuse complex arithmetic, and a batched matmul of 3×3 matrices uses a sliver of a
 GPU). In eager mode a batched complex ``matmul`` is faster on CPUs, so ``lattice.wilson`` keeps it, and
-this module is the fused path (``mcmc.compiled``). Conventions as in ``lattice.wilson`` and ``lattice.sun``.
+this module is the fused path (``mcmc.kernels.compiled``). Conventions as in ``lattice.wilson`` and
+``lattice.sun``.
 """
 
 from __future__ import annotations

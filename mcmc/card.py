@@ -78,7 +78,7 @@ class HMCCard(_Section):
     tau: float = Field(default=1.0, gt=0)
     n_steps: int = Field(default=10, ge=1)
     integrator: Literal["leapfrog", "omelyan"] = "omelyan"
-    compile: bool = False  # fused trajectory (torch.compile; CUDA graphs on GPUs): mcmc.compiled
+    compile: bool = False  # fused trajectory (torch.compile; CUDA graphs on GPUs): mcmc.kernels.compiled
 
 
 class AccelCard(_Section):

@@ -82,7 +82,7 @@ def build_kernel(
     kind = card.sampler.kind
     if kind == "hmc":
         if card.hmc.compile:
-            from mcmc.compiled import CompiledHMC
+            from mcmc.kernels.compiled import CompiledHMC
 
             return KernelBuild(CompiledHMC(theory, card.hmc.tau, card.hmc.n_steps, card.hmc.integrator))
         return KernelBuild(HMC(theory, card.hmc.tau, card.hmc.n_steps, card.hmc.integrator))

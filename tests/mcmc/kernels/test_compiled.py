@@ -1,5 +1,5 @@
-"""The HMC fast path (mcmc.compiled): the fused trajectory is the eager trajectory up to rounding, so the
-chain is the same Markov chain; compilation is guarded."""
+"""The HMC fast path (mcmc.kernels.compiled): the fused trajectory is the eager trajectory up to rounding, so
+the chain is the same Markov chain; compilation is guarded."""
 
 import pytest
 import torch
@@ -7,8 +7,8 @@ import torch
 from lattice.scalar import Phi4
 from lattice.u1 import U1
 from lattice.wilson import SUN
-from mcmc.compiled import CompiledHMC, compile_available, trajectory_fn
-from mcmc.hmc import HMC
+from mcmc.kernels.compiled import CompiledHMC, compile_available, trajectory_fn
+from mcmc.kernels.hmc import HMC
 
 THEORIES = [Phi4((4, 4), m2=-4.0, lam=4.572), U1((4, 4), beta=2.0), SUN((4, 4), beta=2.0, N=2),
             SUN((2, 2, 2, 2), beta=5.0, N=3)]
@@ -25,7 +25,7 @@ def _start(theory, seed):
 def test_fused_form_run_eagerly_is_the_eager_trajectory(theory):
     kernel = HMC(theory, tau=0.5, n_steps=4)
     x, g = _start(theory, 1)
-    from mcmc.hmc import dynamics_for
+    from mcmc.kernels.hmc import dynamics_for
 
     p = dynamics_for(theory).momentum(x, g)
     want = kernel.trajectory(x, p)
@@ -72,7 +72,7 @@ def test_card_key_selects_the_fast_path():
 def test_compiled_on_cpu_matches_eager(theory):
     """torch.compile's CPU code (C++ from Inductor) gives the eager trajectory to rounding."""
     x, g = _start(theory, 3)
-    from mcmc.hmc import dynamics_for
+    from mcmc.kernels.hmc import dynamics_for
 
     p = dynamics_for(theory).momentum(x, g)
     want = HMC(theory, tau=0.5, n_steps=3).trajectory(x, p)

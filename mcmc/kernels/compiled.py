@@ -2,14 +2,14 @@
 one CUDA graph per trajectory on GPUs.
 
 * Real fields (φ⁴, U(1) link angles): the whole trajectory ``(x, p) -> (x', p')`` of
-  ``mcmc.integrators.integrate`` is compiled; on CUDA with ``mode="reduce-overhead"``, so that one
+  ``mcmc.kernels.integrators.integrate`` is compiled; on CUDA with ``mode="reduce-overhead"``, so that one
   trajectory is one graph replay instead of hundreds of tiny kernel launches.
 * SU(N) links: the Wilson force is compiled in its real/imaginary form (``lattice.sun_real``); the
   exponential-map drift stays eager (its small-argument branch needs a host decision).
 
-Momenta, the action at the end points and the Metropolis test run eagerly, exactly as in ``mcmc.hmc.HMC``,
-so the chain is the same Markov chain: the compiled trajectory computes the same reversible,
-volume-preserving map, and differs from the eager one only by floating-point rounding (fused kernels may
+Momenta, the action at the end points and the Metropolis test run eagerly, exactly as in
+``mcmc.kernels.hmc.HMC``, so the chain is the same Markov chain: the compiled trajectory computes the
+same reversible, volume-preserving map, and differs from the eager one only by floating-point rounding (fused kernels may
 reassociate sums). Where ``torch.compile`` cannot work (no C compiler for the CPU backend, no Triton on
 the GPU, or an unsupported Python), :func:`compile_available` says why and the kernel runs eagerly.
 """
@@ -25,8 +25,8 @@ import torch
 
 from flows.accel import compile_available
 from lattice import sun_real
-from mcmc.hmc import HMC, dynamics_for
-from mcmc.integrators import Dynamics, flat_dynamics, integrate
+from mcmc.kernels.hmc import HMC, dynamics_for
+from mcmc.kernels.integrators import Dynamics, flat_dynamics, integrate
 
 log = logging.getLogger("latflow")
 
@@ -98,7 +98,7 @@ def trajectory_fn(theory: object, scheme: str, eps: float, n_steps: int, device_
 
 @dataclass(frozen=True)
 class CompiledHMC(HMC):
-    """``mcmc.hmc.HMC`` with its trajectory fused by ``torch.compile`` (card: ``hmc.compile: true``).
+    """``mcmc.kernels.hmc.HMC`` with its trajectory fused by ``torch.compile`` (card: ``hmc.compile: true``).
 
     ``compiled=False`` runs the same fused-form code eagerly. When compilation is unavailable for the
     field's device the plain eager trajectory of ``HMC`` is used and a warning is logged once.
