@@ -9,9 +9,10 @@ one CUDA graph per trajectory on GPUs.
 
 Momenta, the action at the end points and the Metropolis test run eagerly, exactly as in
 ``mcmc.kernels.hmc.HMC``, so the chain is the same Markov chain: the compiled trajectory computes the
-same reversible, volume-preserving map, and differs from the eager one only by floating-point rounding (fused kernels may
-reassociate sums). Where ``torch.compile`` cannot work (no C compiler for the CPU backend, no Triton on
-the GPU, or an unsupported Python), :func:`compile_available` says why and the kernel runs eagerly.
+same reversible, volume-preserving map, and differs from the eager one only by floating-point rounding
+(fused kernels may reassociate sums). Where ``torch.compile`` cannot work (no C compiler for the CPU
+backend, no Triton on the GPU), :func:`flows.accel.compile_available` says why and the kernel runs
+eagerly.
 """
 
 from __future__ import annotations
