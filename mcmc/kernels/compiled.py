@@ -91,6 +91,8 @@ def trajectory_fn(theory: object, scheme: str, eps: float, n_steps: int, device_
     fused = _wrap_for(device_type, compiled, graphs=True)(flat_traj)
 
     def run(x: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if compiled and device_type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()  # a new replay; the last outputs were copied out
         x_new, p_new = fused(x, p)
         return x_new.clone(), p_new.clone()
 
