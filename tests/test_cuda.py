@@ -97,7 +97,8 @@ def test_sampler_on_cuda_is_reproducible_and_agrees_with_the_cpu(theory, kind, f
 
 
 def test_local_updates_refuse_an_explicit_cuda_device(tmp_path):
-    from mcmc.kernels.local.common import LocalKernelError, local_kernel
+    from mcmc.kernels.local.common import LocalKernelError
+    from mcmc.kernels.local.dispatch import local_kernel
 
     card = _card("phi4", "local", None, "cuda", tmp_path)
     with pytest.raises(LocalKernelError, match="CPU only"):
