@@ -168,7 +168,7 @@ def wilson_flow(u: torch.Tensor, t_max: float, eps: float = 0.01,
         if i % measure_every == 0 or i == n_steps:
             record(i * step, u)
     history = FlowHistory(
-        t=torch.tensor(ts, dtype=torch.float64), E=torch.stack(es), E_plaq=torch.stack(eps_),
+        t=torch.tensor(ts, dtype=torch.float64, device=u.device), E=torch.stack(es), E_plaq=torch.stack(eps_),
         Q=torch.stack(qs) if four_d else None,
     )
     return u, history
