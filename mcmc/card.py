@@ -95,12 +95,24 @@ class LocalCard(_Section):
 
     φ⁴: ``n_hits`` Metropolis hits per site and sweep, proposals φ → φ + δ(2u − 1) with δ = ``step_size``
     (``None``: δ = 2.5 / sqrt(2(2D + |m²|)), 2.5 widths of the site-local Gaussian). Gauge theories: one
-    heatbath sweep then ``n_overrelax`` overrelaxation sweeps per update.
+    heatbath sweep then ``n_overrelax`` overrelaxation sweeps per update. ``cluster: wolff`` (φ⁴ only) adds
+    ``n_clusters`` Wolff single-cluster flips of the embedded Ising signs after each sweep
+    (``mcmc.kernels.local.phi4.WolffPhi4``).
     """
 
     n_hits: int = Field(default=3, ge=1)
     step_size: float | None = Field(default=None, gt=0)
     n_overrelax: int = Field(default=2, ge=0)
+    cluster: Literal["wolff"] | None = None
+    n_clusters: int = Field(default=1, ge=1)
+
+    def hashed(self) -> dict[str, Any]:
+        """The keys that define the chain; the cluster keys only when a cluster update is on, so that
+        the physics hash of a plain Metropolis card is what it was before they existed."""
+        values = self.model_dump(mode="json")
+        if self.cluster is None:
+            del values["cluster"], values["n_clusters"]
+        return values
 
 
 def _optional_section(name: str, doc: str, *configs: type) -> type[BaseModel]:
@@ -198,7 +210,10 @@ class Card(_Section):
         """Hash of what defines the Markov chain: theory, sampler, the settings section of that sampler
         (``hmc``, ``flow`` or ``local``), seed and dtype. A trained flow is checked by its own hash."""
         keys = ("theory", "sampler", self.sampler.kind, "seed", "dtype")
-        blob = json.dumps({k: self.model_dump(mode="json")[k] for k in keys}, sort_keys=True)
+        values = {k: self.model_dump(mode="json")[k] for k in keys}
+        if self.sampler.kind == "local":
+            values["local"] = self.local.hashed()
+        blob = json.dumps(values, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -1,6 +1,7 @@
 """Local-update baselines (``sampler.kind: local``): numba sweeps behind the kernel protocol.
 
-* φ⁴: multi-hit Metropolis, site by site in checkerboard order (``mcmc.kernels.local.phi4``);
+* φ⁴: multi-hit Metropolis, site by site in checkerboard order, optionally followed by Wolff single-cluster
+  flips of the embedded Ising signs (``local: {cluster: wolff}``) (``mcmc.kernels.local.phi4``);
 * U(1): exact von Mises heatbath of each link in its staple plus overrelaxation (``mcmc.kernels.local.u1``);
 * SU(N): Cabibbo–Marinari heatbath over the N(N−1)/2 SU(2) subgroups plus overrelaxation
   (``mcmc.kernels.local.sun``).

@@ -14,9 +14,14 @@ def local_kernel(card: Any, theory: Any) -> Any:
     settings = card.local
     name = getattr(theory, "name", None)
     if name == "phi4":
-        from mcmc.kernels.local.phi4 import LocalPhi4
+        from mcmc.kernels.local.phi4 import LocalPhi4, WolffPhi4
 
+        if settings.cluster == "wolff":
+            return WolffPhi4(theory, n_hits=settings.n_hits, step_size=settings.step_size,
+                             n_clusters=settings.n_clusters)
         return LocalPhi4(theory, n_hits=settings.n_hits, step_size=settings.step_size)
+    if settings.cluster is not None:
+        raise LocalKernelError(f"local.cluster: {settings.cluster} is for phi4 only, not {name!r}")
     if name == "u1":
         from mcmc.kernels.local.u1 import LocalU1
 

@@ -8,6 +8,14 @@ so a proposal φ_x → φ' = φ_x + δ(2u − 1), u ~ U(0, 1), is accepted with 
 min(1, e^{−(s_x(φ') − s_x(φ_x))}). Each site gets ``n_hits`` such hits in a row; the sites are visited one
 at a time, the even sublattice first, then the odd one. Every hit satisfies detailed balance with respect
 to e^{−S}, so the sweep leaves e^{−S} invariant.
+
+``WolffPhi4`` adds single-cluster updates of the embedded Ising signs (Brower and Tamayo, PRL 62 (1989)
+1087; Wolff, PRL 62 (1989) 361). Writing φ_x = s_x |φ_x| with s_x = ±1, the hopping term of S is
+−2 Σ_{x,μ} φ_x φ_{x+μ} = −Σ_⟨xy⟩ J_xy s_x s_y with J_xy = 2 |φ_x φ_y|, and every other term is even in s.
+With |φ| held fixed the signs are an Ising model with bond couplings J_xy, so a Wolff cluster — grown from
+a uniformly chosen site over the bonds ⟨xy⟩ with s_x = s_y, each added with probability
+1 − e^{−2 J_xy} = 1 − e^{−4 φ_x φ_y}, and then flipped (φ → −φ on the cluster) — is always accepted and
+leaves e^{−S} invariant. The clusters change only signs; the Metropolis sweeps make the chain ergodic.
 """
 
 from __future__ import annotations
@@ -64,6 +72,45 @@ def metropolis_sweep(phi: np.ndarray, nbr: np.ndarray, order: np.ndarray, rng: n
     return rate, d_action
 
 
+@numba.njit(cache=True, error_model="numpy")
+def wolff_clusters(phi: np.ndarray, nbr: np.ndarray, rng: np.ndarray,
+                   n_clusters: int) -> np.ndarray:
+    """``n_clusters`` Wolff single-cluster flips of the embedded signs of each of B chains, in place on
+    ``phi (B, V)`` float64 (module docstring). ``nbr (V, D, 2)`` neighbour table, ``rng (B,)`` SplitMix64
+    states. A bond ⟨xy⟩ listed twice (extent 2: x+μ = x−μ) is tried twice, as its coupling is doubled.
+    Returns the mean cluster size per chain ``(B,)``, in sites."""
+    n_chains, n_sites = phi.shape
+    dim = nbr.shape[1]
+    in_cluster = np.zeros(n_sites, dtype=np.bool_)
+    members = np.empty(n_sites, dtype=np.int64)
+    mean_size = np.zeros(n_chains)
+    for b in range(n_chains):
+        for _ in range(n_clusters):
+            start = min(int(uniform(rng, b) * n_sites), n_sites - 1)
+            in_cluster[start] = True
+            members[0] = start
+            size, done = 1, 0
+            while done < size:  # members[done:size] are in the cluster but not yet grown from
+                x = members[done]
+                done += 1
+                here = phi[b, x]
+                for mu in range(dim):
+                    for side in range(2):
+                        y = nbr[x, mu, side]
+                        if in_cluster[y]:
+                            continue
+                        product = here * phi[b, y]
+                        if product > 0.0 and uniform(rng, b) < 1.0 - np.exp(-4.0 * product):
+                            in_cluster[y] = True
+                            members[size] = y
+                            size += 1
+            for i in range(size):
+                phi[b, members[i]] = -phi[b, members[i]]
+                in_cluster[members[i]] = False
+            mean_size[b] += size / n_clusters
+    return mean_size
+
+
 def default_step_size(theory: Phi4) -> float:
     """δ = 2.5 σ with σ = (2(2D + |m²|))^{−1/2}, the width of the site-local Gaussian e^{−(2D+|m²|) φ²}."""
     return 2.5 / np.sqrt(2.0 * (2 * theory.dim + abs(theory.m2)))
@@ -109,4 +156,35 @@ class LocalPhi4(LocalKernel):
     def step(self, state: ChainState, generator: torch.Generator) -> tuple[ChainState, StepInfo]:
         """One sweep of every chain."""
         x, rate, _ = self.sweep(state.x, generator)
+        return ChainState(x=x, logp=self._logp(x)), step_info(rate)
+
+
+@dataclass(frozen=True)
+class WolffPhi4(LocalPhi4):
+    """Metropolis sweep plus Wolff single-cluster updates for ``Phi4`` fields ``(B, *L)`` (CPU only;
+    ``local: {cluster: wolff}``). One ``step`` is one ``LocalPhi4`` sweep followed by ``n_clusters``
+    single-cluster flips of the embedded signs (module docstring). ``StepInfo.accept_prob`` is the sweep's
+    fraction of accepted hits; cluster flips are always accepted.
+    """
+
+    n_clusters: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n_clusters < 1:
+            raise ValueError(f"n_clusters = {self.n_clusters} must be >= 1")
+
+    def flip_clusters(self, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, np.ndarray]:
+        """``n_clusters`` cluster flips from ``x (B, *L)``: the new field (same dtype) and the mean cluster
+        size per chain ``(B,)`` in sites."""
+        check_cpu(x)
+        n_chains = x.shape[0]
+        phi = x.detach().to(torch.float64).reshape(n_chains, -1).numpy().copy()
+        size = wolff_clusters(phi, self.tables[0], chain_keys(n_chains, generator), self.n_clusters)
+        return torch.from_numpy(phi).reshape(x.shape).to(x.dtype), size
+
+    def step(self, state: ChainState, generator: torch.Generator) -> tuple[ChainState, StepInfo]:
+        """One Metropolis sweep, then ``n_clusters`` cluster flips, of every chain."""
+        x, rate, _ = self.sweep(state.x, generator)
+        x, _ = self.flip_clusters(x, generator)
         return ChainState(x=x, logp=self._logp(x)), step_info(rate)

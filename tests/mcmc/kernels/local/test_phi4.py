@@ -1,5 +1,6 @@
-"""Local-update kernels (``mcmc.kernels.local``): φ⁴ Metropolis against exact results, the kernel protocol,
-the RNG contract (determinism, resume), and the unchanged driver / HDF5 / CLI path with ``sampler.kind: local``.
+"""Local-update kernels (``mcmc.kernels.local``): φ⁴ Metropolis against exact results, the kernel
+protocol, the RNG contract (determinism, resume), and the unchanged driver / HDF5 / CLI path with
+``sampler.kind: local``.
 
 Errors are Wolff Gamma-method errors with each chain a replica; tolerances are 4σ.
 """
