@@ -21,6 +21,15 @@ def param_value(card_path, param):
     return theory["shape"][0] if param == "L" else theory[param]
 
 
+def sampler_label(row):
+    """The row's sampler, with local updates that add Wolff clusters (``local.cluster``) named apart."""
+    if row["sampler"] == "local":
+        cluster = (yaml.safe_load(Path(row["card"]).read_text()).get("local") or {}).get("cluster")
+        if cluster:
+            return f"local+{cluster}"
+    return row["sampler"]
+
+
 def fmt(x, digits=3):
     return "–" if x is None else f"{x:.{digits}g}"
 
@@ -52,7 +61,7 @@ def main():
         cost = r["cost_per_indep_s"].get(args.obs)
         be = r["break_even_configs"].get(args.obs)
         lines.append(
-            f"| {value} | {r['sampler']} | {fmt(r['acceptance'])} | {fmt(r['ess'])} "
+            f"| {value} | {sampler_label(r)} | {fmt(r['acceptance'])} | {fmt(r['ess'])} "
             f"| {tau_text(r, args.obs)} | "
             f"{1e3 * r['seconds_per_config']:.3g} | {fmt(None if cost is None else 1e3 * cost)} | "
             f"{fmt(r['cost_ratio'].get(args.obs))} | {r['train_s']:.0f} | {fmt(be, 2) if be else '–'} |")
@@ -61,8 +70,8 @@ def main():
     (out / f"scan_{args.obs}.md").write_text(table + "\n")
     values = sorted({v for v, _ in entries})
     cost = {}
-    for sampler in sorted({r["sampler"] for _, r in entries}):
-        by_value = {v: r["cost_per_indep_s"].get(args.obs) for v, r in entries if r["sampler"] == sampler}
+    for sampler in sorted({sampler_label(r) for _, r in entries}):
+        by_value = {v: r["cost_per_indep_s"].get(args.obs) for v, r in entries if sampler_label(r) == sampler}
         cost[sampler] = [by_value.get(v) if by_value.get(v) is not None else float("nan") for v in values]
     plot_cost_scan(args.param, values, cost, out / f"cost_vs_{args.param}_{args.obs}.png", args.obs)
     print(table)
