@@ -75,7 +75,10 @@ class RunResult:
 
 
 def state_to_dict(state: ChainState) -> dict[str, Any]:
-    """A kernel state as a plain dict of tensors and numbers (for ``torch.save`` with weights_only)."""
+    """A kernel state as a plain dict of tensors and numbers (for ``torch.save`` with weights_only);
+    a state with a ``compact()`` method (a proposal buffer) is compacted first."""
+    if hasattr(state, "compact"):
+        state = state.compact()
     return {f.name: getattr(state, f.name) for f in fields(state)}
 
 
@@ -99,13 +102,15 @@ def _record(state: ChainState, info: StepInfo, measure: Measure, field_dtype: to
         "proposal_logw": cpu(info.proposal_logw),
         "accept_prob": cpu(info.accept_prob.to(torch.float64)),
         "obs": {k: cpu(v.to(torch.float64)) for k, v in measure(state.x).items()},
+        "proposal_obs": {k: cpu(v) for k, v in (info.proposal_obs or {}).items()},
     }
 
 
 def _block(records: list[dict], trajs: list[int]) -> Block:
-    stack = {k: np.stack([r[k] for r in records]) for k in records[0] if k != "obs"}
-    obs = {k: np.stack([r["obs"][k] for r in records]) for k in records[0]["obs"]}
-    return Block(traj=np.asarray(trajs, dtype=np.int64), obs=obs, **stack)
+    groups = ("obs", "proposal_obs")
+    stack = {k: np.stack([r[k] for r in records]) for k in records[0] if k not in groups}
+    grouped = {g: {k: np.stack([r[g][k] for r in records]) for k in records[0][g]} for g in groups}
+    return Block(traj=np.asarray(trajs, dtype=np.int64), **grouped, **stack)
 
 
 def run_chain(

@@ -5,10 +5,14 @@ datasets have shape ``(N, B, ...)``: axis 0 is the stored configuration, axis 1 
 
     configs (N, B, *field_shape)   traj (N,)          accepted, logp, logq, dH (N, B)
     crc32   (N, B) uint32          obs/<name> (N, B)  proposal_logw, accept_prob (N, B)
+    proposal_obs/<name> (N, B)     (flow ensembles only)
 
 ``logq`` is NaN for kernels without a proposal density (HMC, local) and ``dH`` NaN for those
 without a Hamiltonian (flow, local). ``proposal_logw`` = log p̃ − log q of the proposal made at
-that update (NaN without a proposal density); it gives the reweighting ESS. ``accept_prob`` is the
+that update (NaN without a proposal density); it gives the reweighting ESS, the Pareto k̂ and, with
+``proposal_obs/<name>`` (the observables of that same proposal, accepted or not), the all-proposal
+reweighted estimate. One float per proposal and observable: the rejected configurations themselves
+are never stored. ``accept_prob`` is the
 kernel's acceptance probability of that update, min(1, e^{log ratio}) for HMC and the flow, and for a
 local-update sweep its fraction of accepted site updates (where ``accepted`` only says "some moved").
 
@@ -38,7 +42,7 @@ import os
 import tempfile
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -114,6 +118,7 @@ class Block:
     proposal_logw: np.ndarray  # (n, B)
     accept_prob: np.ndarray  # (n, B)
     obs: Mapping[str, np.ndarray]  # name -> (n, B)
+    proposal_obs: Mapping[str, np.ndarray] = field(default_factory=dict)  # name -> (n, B), flow only
 
     def __len__(self) -> int:
         return len(self.traj)
@@ -149,8 +154,10 @@ class EnsembleWriter:
         field_dtype: Any,
         obs_names: list[str],
         attrs: Mapping[str, Any],
+        proposal_obs_names: tuple[str, ...] = (),
     ) -> EnsembleWriter:
-        """Create a new file with empty datasets and provenance attributes; refuses to overwrite."""
+        """Create a new file with empty datasets and provenance attributes; refuses to overwrite.
+        ``proposal_obs_names``: the observables stored for every proposal (flow kernels)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         f = h5py.File(path, "x", libver=LIBVER)
@@ -164,7 +171,9 @@ class EnsembleWriter:
             _create(f, name, (n_chains,), np.float64, 1024)
         for name in obs_names:
             _create(f, f"obs/{name}", (n_chains,), np.float64, 1024)
-        columns = row_columns(obs_names)
+        for name in proposal_obs_names:
+            _create(f, f"proposal_obs/{name}", (n_chains,), np.float64, 1024)
+        columns = row_columns(obs_names) + [f"proposal_obs/{k}" for k in proposal_obs_names]
         _create(f, ROW_CRC, (len(columns),), np.uint32, 1024)
         f[ROW_CRC].attrs["columns"] = json.dumps(columns)
         f.attrs["format_version"] = FORMAT_VERSION
@@ -220,6 +229,7 @@ class EnsembleWriter:
             "proposal_logw": block.proposal_logw,
             "accept_prob": block.accept_prob,
             **{f"obs/{k}": v for k, v in block.obs.items()},
+            **{f"proposal_obs/{k}": v for k, v in block.proposal_obs.items() if f"proposal_obs/{k}" in self._f},
             "traj": block.traj,
         }
         if ROW_CRC in self._f:  # files from before row checksums have none
@@ -307,6 +317,7 @@ class Ensemble:
     proposal_logw: np.ndarray  # (N, B)
     accept_prob: np.ndarray  # (N, B)
     obs: Mapping[str, np.ndarray]  # name -> (N, B)
+    proposal_obs: Mapping[str, np.ndarray] = field(default_factory=dict)  # name -> (N, B), flow only
 
 
 def open_for_reading(path: str | Path) -> h5py.File:
@@ -352,6 +363,7 @@ def read_ensemble(path: str | Path) -> Ensemble:
             traj = f["traj"][()]
             n = len(traj)
             obs = {name: f["obs"][name][:n] for name in f.get("obs", {})}
+            proposal_obs = {name: f["proposal_obs"][name][:n] for name in f.get("proposal_obs", {})}
             return Ensemble(
                 path=Path(path),
                 attrs=dict(f.attrs),
@@ -363,6 +375,7 @@ def read_ensemble(path: str | Path) -> Ensemble:
                 proposal_logw=f["proposal_logw"][:n],
                 accept_prob=f["accept_prob"][:n],
                 obs=obs,
+                proposal_obs=proposal_obs,
             )
         except (KeyError, ValueError) as exc:
             raise StoreError(f"{path}: not a latflow ensemble ({exc})") from None

@@ -5,34 +5,52 @@ Each chain proposes x' ~ q independently of its current x and accepts with
     P(accept) = min(1, w(x')/w(x)),   log w = log p̃ − log q,   p̃ = e^{−S}
 
 (Albergo, Kanwar, Shanahan, PRD 100 (2019) 034515), which leaves p = p̃/Z exactly invariant for any q
-that is positive wherever p is, provided ``log q`` is the true density of the drawn x'. Proposals are
-drawn in large batches: the state carries a buffer of ``batch`` pre-drawn proposals per chain, with
-their ``logp`` and ``logq``, refilled by one flow call of ``n_chains × batch`` samples when used up, so a
-step is an index into the buffer plus B uniforms.
+that is positive wherever p is, provided ``log q`` is the true density of the drawn x'.
+
+The proposal buffer. Proposals are drawn in chunks of ``rows`` proposals per chain, one flow call of
+``rows × B`` samples, together with everything a step needs: their ``logp`` and ``logq``, their
+observables (``theory.observables``, for the all-proposal reweighted estimate) and the log-uniforms of
+their accept tests. A step is then an index into the buffer, and a whole buffer can be accepted or
+rejected in one pass (:func:`accept_scan`, bit-identical to stepping). ``rows`` is bounded three ways:
+
+- ``batch`` (the card's ``sample.proposal_batch``): at most this many proposals per chain;
+- a memory budget ``max_bytes``: ``rows × B × ACTIVATION_FACTOR × (bytes of one field)`` must fit;
+- a time budget ``refill_seconds``: the first refill of a chain draws one row and is timed, and
+  ``rows`` becomes the largest power of two whose refill stays within the budget. This keeps every
+  refill short, so a stop request, read by the driver between updates, takes effect promptly.
+
+The chosen ``rows`` is kept in the state (and so in checkpoints): a resumed chain continues
+bit-identically. Without a time budget (``refill_seconds=None``) ``rows`` depends only on the card, so
+fresh runs with one seed agree bit for bit on any machine.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import time
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from flows.model import Flow
-from mcmc.kernels.protocol import ChainState, StepInfo, metropolis_accept, nan_like, select
+from mcmc.kernels.protocol import ChainState, StepInfo, nan_like, select
 from observables.estimators import ReweightedResult, ess, reweighted_mean
+
+ACTIVATION_FACTOR = 16  # assumed peak memory of one flow sample, in units of its field's bytes
 
 
 @dataclass(frozen=True)
 class FlowChainState(ChainState):
     """B chains and their proposal buffer.
 
-    ``x (B, *L)``, ``logp = −S(x) (B,)`` and ``logq = log q(x) (B,)`` (float64) describe the chains;
-    ``buffer_x (K, B, *L)``, ``buffer_logp (K, B)``, ``buffer_logq (K, B)`` hold K pre-drawn proposals
-    per chain, of which ``buffer_x[cursor:]`` are still unused (``cursor == K``: empty). The buffer is
-    shared by all chains, so select between two such states with :meth:`IndependenceMetropolis.step`,
-    not with ``mcmc.kernels.protocol.select_state``.
+    ``x (B, *L)``, ``logp = −S(x) (B,)`` and ``logq = log q(x) (B,)`` (float64) describe the chains.
+    The buffer holds K proposals per chain: ``buffer_x (K, B, *L)``, ``buffer_logp``, ``buffer_logq``,
+    ``buffer_logu`` (log-uniforms of the accept tests) and ``buffer_obs[name]``, all ``(K, B)``;
+    ``buffer_x[cursor:]`` are unused (``cursor == K``: empty). ``rows``: proposals per chain of each
+    refill, 0 until the first timed refill has chosen it. The buffer is shared by all chains, so
+    select between two such states with :meth:`IndependenceMetropolis.step`, not ``mcmc.kernels.protocol.select_state``.
     """
 
     logq: torch.Tensor
@@ -40,32 +58,117 @@ class FlowChainState(ChainState):
     buffer_logp: torch.Tensor
     buffer_logq: torch.Tensor
     cursor: int
+    buffer_logu: torch.Tensor | None = None
+    buffer_obs: dict[str, torch.Tensor] | None = None
+    rows: int = 0
+
+    def compact(self) -> FlowChainState:
+        """The same chain with only the unused buffer rows kept (copied): what a checkpoint stores."""
+        k = self.cursor
+
+        def rest(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[k:].clone()
+
+        obs = None if self.buffer_obs is None else {n: v[k:].clone() for n, v in self.buffer_obs.items()}
+        return replace(
+            self,
+            buffer_x=rest(self.buffer_x),
+            buffer_logp=rest(self.buffer_logp),
+            buffer_logq=rest(self.buffer_logq),
+            buffer_logu=rest(self.buffer_logu),
+            buffer_obs=obs,
+            cursor=0,
+        )
+
+
+def accept_scan(
+    logw: torch.Tensor, logu: torch.Tensor, logw0: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Independence-Metropolis decisions for K buffered proposals of B chains in one pass.
+
+    ``logw (K, B)``: log w of the proposals; ``logu (K, B)``: log-uniforms; ``logw0 (B,)``: log w of
+    the chains before the buffer. Row k accepts where ``logu[k] < logw[k] − logw_cur`` (NaN rejects),
+    logw_cur being the log weight held after row k − 1. Returns ``accepted (K, B)`` bool, ``source
+    (K, B)`` int64 (the buffer row whose proposal chain b holds after row k; −1: its configuration
+    from before the buffer) and ``log_ratio (K, B)``. The arithmetic is that of ``step``, so the
+    results are bit-identical to K single steps.
+    """
+    k_rows, n_chains = logw.shape
+    accepted = torch.zeros((k_rows, n_chains), dtype=torch.bool, device=logw.device)
+    source = torch.empty((k_rows, n_chains), dtype=torch.int64, device=logw.device)
+    log_ratio = torch.empty_like(logw)
+    cur, src = logw0.clone(), torch.full((n_chains,), -1, dtype=torch.int64, device=logw.device)
+    for k in range(k_rows):
+        log_ratio[k] = logw[k] - cur
+        accepted[k] = logu[k] < log_ratio[k]
+        cur = torch.where(accepted[k], logw[k], cur)
+        src = torch.where(accepted[k], k, src)
+        source[k] = src
+    return accepted, source, log_ratio
+
+
+def accept_prob(log_ratio: torch.Tensor) -> torch.Tensor:
+    """min(1, e^{log_ratio}), 0 for NaN; float64 of the same shape."""
+    return torch.exp(torch.clamp(torch.nan_to_num(log_ratio, nan=-torch.inf), max=0.0))
+
+
+def _pow2_floor(x: float) -> int:
+    return 1 if x < 2 else 2 ** int(math.floor(math.log2(x)))
 
 
 class IndependenceMetropolis:
     """Independence-Metropolis kernel for B chains on a flow proposal (float64 recommended).
 
-    ``theory``: has ``action(x) -> (B,)``; ``flow``: has ``sample(n, generator) -> (x, logq)`` and
-    ``log_prob(x)`` — pass ``Flow.as_float64()`` so that log q is exact to float64 rounding;
-    ``batch``: proposals per chain drawn per refill.
+    ``theory``: has ``action(x) -> (B,)`` (and ``observables(x) -> {name: (B,)}``, measured on every
+    proposal when present); ``flow``: has ``sample(n, generator) -> (x, logq)`` and ``log_prob(x)`` —
+    pass ``Flow.as_float64()`` so that log q is exact to float64 rounding. ``batch``: at most this many
+    proposals per chain per refill; ``max_bytes``: memory budget of one refill (module docstring);
+    ``refill_seconds``: time budget of one refill, None for none (a refill of ``batch`` rows, or as
+    many as the memory budget allows).
     """
 
-    def __init__(self, theory: Any, flow: Flow, batch: int = 1024) -> None:
-        if batch < 1:
-            raise ValueError(f"batch = {batch} must be positive")
+    def __init__(
+        self,
+        theory: Any,
+        flow: Flow,
+        batch: int = 1024,
+        *,
+        max_bytes: int = 1 << 30,
+        refill_seconds: float | None = None,
+    ) -> None:
+        if batch < 1 or max_bytes < 1 or (refill_seconds is not None and not refill_seconds > 0):
+            raise ValueError(f"need batch >= 1, max_bytes >= 1, refill_seconds > 0; got "
+                             f"{batch}, {max_bytes}, {refill_seconds}")
         self.theory = theory
         self.flow = flow
         self.batch = int(batch)
+        self.max_bytes = int(max_bytes)
+        self.refill_seconds = refill_seconds
 
     def _logp(self, x: torch.Tensor) -> torch.Tensor:
         return -self.theory.action(x).to(torch.float64)
 
+    def max_rows(self, x: torch.Tensor) -> int:
+        """Proposals per chain allowed by ``batch`` and the memory budget, for chains ``x (B, *L)``."""
+        per_row = x.numel() * x.element_size() * ACTIVATION_FACTOR
+        return max(1, min(self.batch, self.max_bytes // max(per_row, 1)))
+
+    def _observe(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not hasattr(self.theory, "observables"):
+            return {}
+        return {k: v.to(torch.float64) for k, v in self.theory.observables(x).items()}
+
     @torch.no_grad()
     def _empty_buffer(self, x: torch.Tensor) -> dict[str, Any]:
+        def empty() -> torch.Tensor:
+            return x.new_empty((0, x.shape[0]), dtype=torch.float64)
+
         return {
             "buffer_x": x.new_empty((0, *x.shape)),
-            "buffer_logp": x.new_empty((0, x.shape[0]), dtype=torch.float64),
-            "buffer_logq": x.new_empty((0, x.shape[0]), dtype=torch.float64),
+            "buffer_logp": empty(),
+            "buffer_logq": empty(),
+            "buffer_logu": empty(),
+            "buffer_obs": {k: empty() for k in self._observe(x[:1])},
             "cursor": 0,
         }
 
@@ -84,48 +187,110 @@ class IndependenceMetropolis:
         return FlowChainState(x=x, logp=self._logp(x), logq=logq.to(torch.float64), **self._empty_buffer(x))
 
     @torch.no_grad()
-    def refill(self, state: FlowChainState, generator: torch.Generator) -> FlowChainState:
-        """Draw ``n_chains × batch`` proposals in one flow call into a fresh buffer (cursor 0)."""
+    def _draw(self, state: FlowChainState, rows: int, generator: torch.Generator) -> FlowChainState:
+        """A fresh buffer of ``rows`` proposals per chain (one flow call), then their log-uniforms."""
         n_chains = state.x.shape[0]
-        x, logq = self.flow.sample(n_chains * self.batch, generator)
+        x, logq = self.flow.sample(n_chains * rows, generator)
         logp = self._logp(x)
-        return FlowChainState(
-            x=state.x,
-            logp=state.logp,
-            logq=state.logq,
-            buffer_x=x.reshape(self.batch, n_chains, *x.shape[1:]),
-            buffer_logp=logp.reshape(self.batch, n_chains),
-            buffer_logq=logq.to(torch.float64).reshape(self.batch, n_chains),
+        obs = {k: v.reshape(rows, n_chains) for k, v in self._observe(x).items()}
+        logu = torch.log(torch.rand((rows, n_chains), generator=generator, dtype=torch.float64,
+                                    device=logp.device))
+        return replace(
+            state,
+            buffer_x=x.reshape(rows, n_chains, *x.shape[1:]),
+            buffer_logp=logp.reshape(rows, n_chains),
+            buffer_logq=logq.to(torch.float64).reshape(rows, n_chains),
+            buffer_logu=logu,
+            buffer_obs=obs,
             cursor=0,
         )
 
     @torch.no_grad()
+    def refill(self, state: FlowChainState, generator: torch.Generator) -> FlowChainState:
+        """Draw the next buffer. The first refill of a chain with a time budget draws one row and times
+        it to choose ``rows`` (module docstring); later ones draw ``rows`` rows."""
+        limit = self.max_rows(state.x)
+        if state.rows:
+            return self._draw(state, min(state.rows, limit), generator)
+        if self.refill_seconds is None:
+            return replace(self._draw(state, limit, generator), rows=limit)
+        if state.x.device.type == "cuda":
+            torch.cuda.synchronize(state.x.device)
+        t0 = time.perf_counter()
+        new = self._draw(state, 1, generator)
+        if state.x.device.type == "cuda":
+            torch.cuda.synchronize(state.x.device)
+        per_row = max(time.perf_counter() - t0, 1e-9)
+        return replace(new, rows=min(limit, _pow2_floor(self.refill_seconds / per_row)))
+
+    def _ready(self, state: FlowChainState, generator: torch.Generator) -> FlowChainState:
+        """The state with an unused buffer row at ``cursor`` (refilled when used up, or when a
+        checkpoint of an older version carried no log-uniforms: unused proposals are independent of
+        the chain, so dropping them changes nothing in distribution)."""
+        legacy = state.buffer_logu is None or state.buffer_logu.shape[0] != state.buffer_x.shape[0]
+        if state.cursor >= state.buffer_x.shape[0] or legacy:
+            state = self.refill(state, generator)
+        return state
+
+    @torch.no_grad()
     def step(self, state: FlowChainState, generator: torch.Generator) -> tuple[FlowChainState, StepInfo]:
         """One independence-Metropolis update of every chain; refills the buffer first when it is used up."""
-        if state.cursor >= state.buffer_x.shape[0]:
-            state = self.refill(state, generator)
+        state = self._ready(state, generator)
         k = state.cursor
         x_new, logp_new, logq_new = state.buffer_x[k], state.buffer_logp[k], state.buffer_logq[k]
         logw_new = logp_new - logq_new
         log_ratio = logw_new - (state.logp - state.logq)
-        accepted, accept_prob = metropolis_accept(log_ratio, generator)
-        new = FlowChainState(
+        accepted = state.buffer_logu[k] < log_ratio  # False for NaN
+        new = replace(
+            state,
             x=select(accepted, x_new, state.x),
             logp=torch.where(accepted, logp_new, state.logp),
             logq=torch.where(accepted, logq_new, state.logq),
-            buffer_x=state.buffer_x,
-            buffer_logp=state.buffer_logp,
-            buffer_logq=state.buffer_logq,
             cursor=k + 1,
         )
         info = StepInfo(
             accepted=accepted,
-            accept_prob=accept_prob,
-            dH=nan_like(accept_prob),
+            accept_prob=accept_prob(log_ratio),
+            dH=nan_like(log_ratio),
             logq=new.logq.clone(),
             proposal_logw=logw_new.clone(),
+            proposal_obs={name: v[k].clone() for name, v in (state.buffer_obs or {}).items()},
         )
         return new, info
+
+    @torch.no_grad()
+    def steps(
+        self, state: FlowChainState, generator: torch.Generator
+    ) -> tuple[FlowChainState, StepInfo, torch.Tensor]:
+        """Every remaining row of the buffer at once (refilled first when used up): the vectorised twin
+        of as many ``step`` calls, with bit-identical results. Returns the state after the last row, a
+        ``StepInfo`` whose fields carry a leading row axis ``(n, B)``, and the chains' fields after each
+        row, ``(n, B, *L)``."""
+        state = self._ready(state, generator)
+        k = state.cursor
+        logp, logq = state.buffer_logp[k:], state.buffer_logq[k:]
+        logw = logp - logq
+        accepted, source, log_ratio = accept_scan(logw, state.buffer_logu[k:], state.logp - state.logq)
+        chains = torch.arange(state.x.shape[0], device=source.device)
+        held = source.clamp(min=0)
+        x_rows = torch.where(
+            (source >= 0).reshape(*source.shape, *(1,) * (state.x.dim() - 1)),
+            state.buffer_x[k:][held, chains],
+            state.x.unsqueeze(0),
+        )
+        logq_rows = torch.where(source >= 0, logq[held, chains], state.logq)
+        logp_rows = torch.where(source >= 0, logp[held, chains], state.logp)
+        new = replace(state, x=x_rows[-1], logp=logp_rows[-1], logq=logq_rows[-1],
+                      cursor=state.buffer_x.shape[0])
+        info = StepInfo(
+            accepted=accepted,
+            accept_prob=accept_prob(log_ratio),
+            dH=nan_like(log_ratio),
+            logq=logq_rows,
+            proposal_logw=logw,
+            proposal_obs={name: v[k:] for name, v in (state.buffer_obs or {}).items()},
+        )
+        return new, info, x_rows
 
 
 @torch.no_grad()

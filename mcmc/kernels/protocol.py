@@ -11,6 +11,7 @@ so that a rejection recomputes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -32,7 +33,9 @@ class StepInfo:
     ``accepted``: whether the chain moved to the proposal; ``accept_prob``: min(1, e^{log ratio});
     ``dH``: HMC energy violation H(new) − H(old) (NaN for kernels without one);
     ``logq``: flow density of the chain's current configuration (NaN for kernels without one);
-    ``proposal_logw``: log p̃ − log q of the proposal, for reweighting (NaN without a proposal density).
+    ``proposal_logw``: log p̃ − log q of the proposal, for reweighting (NaN without a proposal density);
+    ``proposal_obs``: the observables of that proposal, ``{name: (B,)}`` (None for kernels without
+    independent proposals), for the all-proposal reweighted estimate.
     """
 
     accepted: torch.Tensor
@@ -40,6 +43,7 @@ class StepInfo:
     dH: torch.Tensor
     logq: torch.Tensor
     proposal_logw: torch.Tensor
+    proposal_obs: Mapping[str, torch.Tensor] | None = None
 
 
 S = TypeVar("S", bound=ChainState)
