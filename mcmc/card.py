@@ -179,6 +179,8 @@ class SampleCard(_Section):
     every: int = Field(default=1, ge=1)
     checkpoint_every: int = Field(default=1000, ge=1)
     proposal_batch: int = Field(default=1024, ge=1)
+    buffer_mb: float = Field(default=1024.0, gt=0)
+    refill_seconds: float | None = Field(default=2.0, gt=0)
     progress: bool = True
 
 

@@ -197,6 +197,7 @@ def _open_writer(
             field_dtype=str(state.x.dtype).removeprefix("torch."),
             obs_names=list(theory.observables(state.x)),
             attrs=provenance(card, world, tuple(ss.spawn_key), theory),
+            proposal_obs_names=tuple(getattr(state, "buffer_obs", None) or ()),
         )
         return writer, state, Position()
     writer = EnsembleWriter.reopen(

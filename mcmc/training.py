@@ -243,7 +243,13 @@ def flow_kernel(
 
     trained = trained_flow(card, theory, device, progress=progress, world=world, stop=stop, frozen=frozen)
     proposal = trained.flow.as_float64(conditioner_dtype=torch.float32)  # exact map, cheap conditioners
-    kernel = IndependenceMetropolis(theory, proposal, batch=card.sample.proposal_batch)
+    kernel = IndependenceMetropolis(
+        theory,
+        proposal,
+        batch=card.sample.proposal_batch,
+        max_bytes=int(card.sample.buffer_mb * 2**20),
+        refill_seconds=card.sample.refill_seconds,
+    )
     return KernelBuild(
         kernel,
         train_s=trained.seconds,

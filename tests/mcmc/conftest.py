@@ -44,7 +44,9 @@ def _run_chain(kernel, start, generator, n_therm, n_meas):
         for name, value in kernel.theory.observables(state.x).items():
             obs.setdefault(name, []).append(value.numpy())
         for field in fields(step):
-            info.setdefault(field.name, []).append(getattr(step, field.name).numpy())
+            value = getattr(step, field.name)
+            if isinstance(value, torch.Tensor):
+                info.setdefault(field.name, []).append(value.numpy())
     return Chain(state, {k: np.stack(v) for k, v in obs.items()}, {k: np.stack(v) for k, v in info.items()})
 
 
