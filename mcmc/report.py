@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,8 @@ import numpy as np
 
 from mcmc.io.store import Ensemble, StoreError, read_ensemble
 from observables.estimators import ess
-from observables.measure import format_table, summarize, summary_json
+from observables.flow_checks import FlowChecks, flow_checks
+from observables.measure import format_table, format_value, summarize, summary_json
 
 log = logging.getLogger("latflow")
 
@@ -32,9 +34,11 @@ class Summary:
     series: Mapping[str, list[np.ndarray]]
     timing: Mapping[str, float] = field(default_factory=dict)
     accepted: tuple[np.ndarray, ...] = ()  # per replica, (N, B) booleans: the accept/reject history
+    flow: FlowChecks | None = None  # flow ensembles: reweighted estimate, Pareto k̂, sticky check
 
     def to_json(self) -> dict[str, Any]:
-        """The DESIGN.md summary object."""
+        """The DESIGN.md summary object, with ``reweighted`` ({name: {mean, err}}, null without proposal
+        observables), ``pareto_k``, ``agree`` (chain and reweighted within 3σ) and ``warnings``."""
         return {
             "theory": dict(self.theory),
             "sampler": self.sampler,
@@ -44,7 +48,21 @@ class Summary:
             "ess": self.ess,
             "observables": summary_json(self.results),
             "timing": dict(self.timing),
+            **_flow_json(self.flow),
         }
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _flow_json(checks: FlowChecks | None) -> dict[str, Any]:
+    if checks is None:
+        return {"reweighted": None, "pareto_k": None, "agree": None, "warnings": []}
+    rw = {k: {"mean": r.mean, "err": r.err, "z": _finite(checks.z.get(k, math.nan))}
+          for k, r in checks.reweighted.items()}
+    return {"reweighted": rw or None, "pareto_k": _finite(checks.pareto.k), "agree": checks.agree,
+            "warnings": list(checks.warnings)}
 
 
 def _chains(values: np.ndarray) -> list[np.ndarray]:
@@ -94,6 +112,11 @@ def summarize_files(
     accepted = np.concatenate([getattr(e, rate).ravel() for e in ensembles]).astype(np.float64)
     logw = np.concatenate([e.proposal_logw.ravel() for e in ensembles])
     finite = logw[np.isfinite(logw)]
+    results = summarize(series, S=S)
+    checks = None
+    if sampler == "flow" and finite.size:
+        checks = flow_checks(results, series, [e.proposal_obs for e in ensembles],
+                             [e.proposal_logw for e in ensembles], [e.accepted for e in ensembles])
     return Summary(
         theory=ensembles[0].theory,
         sampler=sampler,
@@ -101,10 +124,11 @@ def summarize_files(
         n_replicas=len(ensembles),
         acceptance=float(accepted.mean()),
         ess=float(ess(finite)) if finite.size else None,
-        results=summarize(series, S=S),
+        results=results,
         series=series,
         timing=dict(timing or {}),
         accepted=tuple(e.accepted for e in ensembles),
+        flow=checks,
     )
 
 
@@ -117,7 +141,32 @@ def render(summary: Summary) -> str:
         + (f" | ESS {summary.ess:.4f}" if summary.ess is not None else "")
     )
     timing = " | ".join(f"{k} {v:.2f}" for k, v in summary.timing.items())
-    return "\n".join([head, format_table(summary.results)] + ([f"timing (s): {timing}"] if timing else []))
+    return "\n".join(
+        [head, format_table(summary.results), *_flow_lines(summary)]
+        + ([f"timing (s): {timing}"] if timing else [])
+    )
+
+
+def _flow_lines(summary: Summary) -> list[str]:
+    """The reweighted estimate beside the chain's, the agreement line, k̂ and the warnings."""
+    checks = summary.flow
+    if checks is None:
+        return []
+    lines = []
+    if checks.reweighted:
+        n = next(iter(checks.reweighted.values())).n
+        lines.append(f"reweighted over all {n} proposals (Σ w O / Σ w, blocked jackknife), beside the chain:")
+        width = max(len(k) for k in checks.reweighted)
+        for name, rw in checks.reweighted.items():
+            c = summary.results[name]
+            lines.append(f"  {name.ljust(width)}  chain {format_value(c.mean, c.err):>14}  "
+                         f"reweighted {format_value(rw.mean, rw.err):>14}  ({checks.z[name]:.1f}σ)")
+        lines.append(checks.agreement_line())
+    k = checks.pareto.k
+    lines.append(f"Pareto k̂ {k:.2f} of the proposal weights (< 0.5 reliable, 0.5-0.7 slow, > 0.7 unreliable)"
+                 if math.isfinite(k) else "Pareto k̂ not available (too few proposals)")
+    lines += [f"warning: {w}" for w in checks.warnings if not w.startswith("chain and reweighted")]
+    return lines
 
 
 def write_plots(summary: Summary, out_dir: str | Path) -> list[Path]:

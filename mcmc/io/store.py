@@ -229,7 +229,8 @@ class EnsembleWriter:
             "proposal_logw": block.proposal_logw,
             "accept_prob": block.accept_prob,
             **{f"obs/{k}": v for k, v in block.obs.items()},
-            **{f"proposal_obs/{k}": v for k, v in block.proposal_obs.items() if f"proposal_obs/{k}" in self._f},
+            **{f"proposal_obs/{k}": v for k, v in block.proposal_obs.items()
+               if f"proposal_obs/{k}" in self._f},  # absent in files of older versions
             "traj": block.traj,
         }
         if ROW_CRC in self._f:  # files from before row checksums have none

@@ -50,7 +50,8 @@ class FlowChainState(ChainState):
     ``buffer_logu`` (log-uniforms of the accept tests) and ``buffer_obs[name]``, all ``(K, B)``;
     ``buffer_x[cursor:]`` are unused (``cursor == K``: empty). ``rows``: proposals per chain of each
     refill, 0 until the first timed refill has chosen it. The buffer is shared by all chains, so
-    select between two such states with :meth:`IndependenceMetropolis.step`, not ``mcmc.kernels.protocol.select_state``.
+    select between two such states with :meth:`IndependenceMetropolis.step`, not
+    ``mcmc.kernels.protocol.select_state``.
     """
 
     logq: torch.Tensor
