@@ -22,7 +22,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +44,11 @@ class Row:
     sample_s: float
     seconds_per_config: float
     tau_int: dict[str, float]
-    tau_int_err: dict[str, float]
+    tau_int_err: dict[str, float | None]
     cost_per_indep_s: dict[str, float]
     cost_ratio: dict[str, float | None]
     break_even_configs: dict[str, float | None]
+    estimator: dict[str, str] = field(default_factory=dict)  # the best-estimator row of a flow run
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +64,7 @@ class Row:
             "cost_per_indep_s": self.cost_per_indep_s,
             "cost_ratio": self.cost_ratio,
             "break_even_configs": self.break_even_configs,
+            "estimator": self.estimator or None,
         }
 
 
@@ -101,6 +103,28 @@ def _row(path: str, summary: Summary, train_s: float, sample_s: float) -> dict[s
     }
 
 
+def _best_row(chain_row: dict[str, Any], summary: Summary) -> dict[str, Any] | None:
+    """The flow run's row with, per observable, the better of its two estimators: the chain, or the
+    reweighted estimate over all proposals. The reweighted one is given the τ_int that a chain of the
+    same length would need for its error, τ_rw = N σ²_rw / (2 Γ(0)) with Γ(0) the chain's variance."""
+    checks = summary.flow
+    if checks is None or not checks.reweighted:
+        return None
+    tau, estimator = dict(chain_row["tau_int"]), {}
+    for k, res in summary.results.items():
+        rw = checks.reweighted.get(k)
+        estimator[k] = "chain"
+        if rw is not None and res.variance > 0:
+            tau_rw = summary.n_configs * rw.err**2 / (2 * res.variance)
+            if tau_rw < tau[k]:
+                tau[k], estimator[k] = tau_rw, "reweighted"
+    per_config = chain_row["seconds_per_config"]
+    return {**chain_row, "sampler": f"{summary.sampler} (best)", "tau_int": tau,
+            "tau_int_err": {k: None if estimator[k] == "reweighted" else v
+                            for k, v in chain_row["tau_int_err"].items()},
+            "cost_per_indep_s": {k: 2 * t * per_config for k, t in tau.items()}, "estimator": estimator}
+
+
 def _break_even(row: dict[str, Any], ref: dict[str, Any], obs: str) -> float | None:
     """Configurations of this sampler after which its training has paid off against ``ref``."""
     saving = ref["cost_per_indep_s"][obs] - row["cost_per_indep_s"][obs]
@@ -119,9 +143,8 @@ def build_rows(raw: list[dict[str, Any]]) -> list[Row]:
             for k, c in r["cost_per_indep_s"].items()
         }
         ref = next((x for x in raw if x["train_s"] <= 0), first)
-        rows.append(
-            Row(**r, cost_ratio=ratio, break_even_configs={k: _break_even(r, ref, k) for k in r["tau_int"]})
-        )
+        be = {k: _break_even(r, ref, k) for k in r["tau_int"]}
+        rows.append(Row(**{"estimator": {}, **r}, cost_ratio=ratio, break_even_configs=be))
     return rows
 
 
@@ -139,12 +162,20 @@ def markdown_table(rows: Sequence[Row]) -> str:
             ratio = row.cost_ratio[obs]
             lines.append(
                 f"| {Path(row.card).name} | {row.sampler} | {row.acceptance:.3f} | {ess} "
-                f"| {row.train_s:.1f} | {row.seconds_per_config:.2e} | {obs} "
-                f"| {row.tau_int[obs]:.3g} ± {row.tau_int_err[obs]:.2g} | "
+                f"| {row.train_s:.1f} | {row.seconds_per_config:.2e} | {_obs_label(row, obs)} "
+                f"| {row.tau_int[obs]:.3g}{_pm(row.tau_int_err[obs])} | "
                 f"{row.cost_per_indep_s[obs]:.2e} | {'—' if ratio is None else f'{ratio:.3g}'} | "
                 f"{'—' if be is None else f'{be:.3g}'} |"
             )
     return "\n".join(lines)
+
+
+def _pm(err: float | None) -> str:
+    return "" if err is None else f" ± {err:.2g}"
+
+
+def _obs_label(row: Row, obs: str) -> str:
+    return f"{obs} ({row.estimator[obs]})" if row.estimator.get(obs) else obs
 
 
 def write_csv(rows: Sequence[Row], path: Path) -> None:
@@ -162,6 +193,7 @@ def write_csv(rows: Sequence[Row], path: Path) -> None:
         "cost_per_indep_s",
         "cost_ratio",
         "break_even_configs",
+        "estimator",
     ]
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fields)
@@ -183,6 +215,7 @@ def write_csv(rows: Sequence[Row], path: Path) -> None:
                         "cost_per_indep_s": row.cost_per_indep_s[obs],
                         "cost_ratio": row.cost_ratio[obs],
                         "break_even_configs": row.break_even_configs[obs],
+                        "estimator": row.estimator.get(obs, "chain"),
                     }
                 )
 
@@ -195,7 +228,7 @@ def write_outputs(rows: Sequence[Row], summaries: Sequence[Summary], out_dir: Pa
     (out_dir / "compare.md").write_text(markdown_table(rows) + "\n")
     write_csv(rows, out_dir / "compare.csv")
     (out_dir / "compare.json").write_text(json.dumps(compare_json(rows), indent=1) + "\n")
-    labels = [f"{r.sampler} ({Path(r.card).stem})" for r in rows]
+    labels = [f"{r.sampler} ({Path(r.card).stem})" for r in rows if not r.estimator]
     figures = [
         plot_observable_comparison(
             name,
@@ -207,7 +240,8 @@ def write_outputs(rows: Sequence[Row], summaries: Sequence[Summary], out_dir: Pa
         for name in summaries[0].results
     ]
     cost = {obs: [r.cost_per_indep_s[obs] for r in rows] for obs in rows[0].tau_int}
-    figures.append(plot_cost(labels, cost, out_dir / "compare_cost.png"))
+    every_label = [f"{r.sampler} ({Path(r.card).stem})" for r in rows]
+    figures.append(plot_cost(every_label, cost, out_dir / "compare_cost.png"))
     return figures
 
 
@@ -261,4 +295,7 @@ def run_compare(
         summary = summarize_files([outcome.path], S=S, timing=timing)
         summaries.append(summary)
         raw.append(_row(path, summary, *_costs(timing, clock, path)))
+        best = _best_row(raw[-1], summary)
+        if best is not None:
+            raw.append(best)
     return build_rows(raw), summaries

@@ -191,7 +191,8 @@ def verify_file(path: str | Path) -> list[str]:
         n = f["traj"].shape[0]
         problems = [
             f"dataset {d} has {f[d].shape[0]} rows, traj has {n}"
-            for d in (*names, *(f"obs/{k}" for k in f.get("obs", {})), *((ROW_CRC,) if ROW_CRC in f else ()))
+            for d in (*names, *(f"{g}/{k}" for g in ("obs", "proposal_obs") for k in f.get(g, {})),
+                      *((ROW_CRC,) if ROW_CRC in f else ()))
             if f[d].shape[0] != n
         ]
         problems += _check_sealed(f)
