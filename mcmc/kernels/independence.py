@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -136,6 +137,7 @@ class IndependenceMetropolis:
         *,
         max_bytes: int = 1 << 30,
         refill_seconds: float | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if batch < 1 or max_bytes < 1 or (refill_seconds is not None and not refill_seconds > 0):
             raise ValueError(f"need batch >= 1, max_bytes >= 1, refill_seconds > 0; got "
@@ -145,6 +147,7 @@ class IndependenceMetropolis:
         self.batch = int(batch)
         self.max_bytes = int(max_bytes)
         self.refill_seconds = refill_seconds
+        self.clock = clock
 
     def _logp(self, x: torch.Tensor) -> torch.Tensor:
         return -self.theory.action(x).to(torch.float64)
@@ -217,11 +220,11 @@ class IndependenceMetropolis:
             return replace(self._draw(state, limit, generator), rows=limit)
         if state.x.device.type == "cuda":
             torch.cuda.synchronize(state.x.device)
-        t0 = time.perf_counter()
+        t0 = self.clock()
         new = self._draw(state, 1, generator)
         if state.x.device.type == "cuda":
             torch.cuda.synchronize(state.x.device)
-        per_row = max(time.perf_counter() - t0, 1e-9)
+        per_row = max(self.clock() - t0, 1e-9)
         return replace(new, rows=min(limit, _pow2_floor(self.refill_seconds / per_row)))
 
     def _ready(self, state: FlowChainState, generator: torch.Generator) -> FlowChainState:
