@@ -25,7 +25,12 @@ def test_compare_table_csv_plots_and_json(tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", *cards, "--out", str(out), "--json", "--quiet"]) == 0
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
-    assert [r["sampler"] for r in rows] == ["hmc", "local", "flow"]
+    assert [r["sampler"] for r in rows] == ["hmc", "local", "flow", "flow (best)"]
+    best = rows[3]  # per observable the better of the chain and the all-proposal reweighted estimate
+    assert set(best["estimator"].values()) <= {"chain", "reweighted"} and rows[2]["estimator"] is None
+    for obs, est in best["estimator"].items():
+        assert best["tau_int"][obs] <= rows[2]["tau_int"][obs]
+        assert (best["tau_int"][obs] == rows[2]["tau_int"][obs]) == (est == "chain")
     for row in rows:
         for key in ("card", "acceptance", "ess", "train_s", "tau_int", "cost_per_indep_s"):
             assert key in row
@@ -59,7 +64,8 @@ def test_compare_cpu_clock_uses_the_recorded_cpu_seconds(tmp_path, capsys):
     assert main(["compare", *cards, "--out", str(tmp_path / "c"), "--json", "--quiet", "--resume",
                  "--clock", "cpu"]) == 0
     cpu = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
-    for name, w, c in zip(("hmc", "flow"), wall, cpu, strict=True):
+    assert [r["sampler"] for r in cpu] == ["hmc", "flow", "flow (best)"]
+    for name, w, c in zip(("hmc", "flow"), wall[:2], cpu[:2], strict=True):
         with h5py.File(tmp_path / "out" / name / f"{name}.r0.h5") as f:
             attrs = dict(f.attrs)
         # (the --resume pass reopened the complete files and added its few ms to the totals)

@@ -1,0 +1,62 @@
+"""``latflow run``/``measure`` on a flow ensemble: the all-proposal reweighted estimate beside the chain,
+the agreement line, Pareto k̂ and the ``--json`` keys; the stored per-proposal datasets."""
+
+import json
+
+import h5py
+import numpy as np
+import yaml
+
+from mcmc.cli import main
+
+CARD = {
+    "theory": {"name": "phi4", "shape": [4, 4], "m2": -1.0, "lam": 1.0},
+    "sampler": {"kind": "flow"},
+    "flow": {"n_layers": 2, "hidden": [4]},
+    "train": {"steps": 30, "batch_size": 32},
+    "sample": {"n_configs": 400, "n_therm": 20, "n_chains": 2, "progress": False, "proposal_batch": 64},
+    "seed": 5,
+}
+
+
+def test_flow_run_reports_reweighted_values_and_pareto_k(tmp_path, capsys):
+    path = tmp_path / "card.yaml"
+    path.write_text(yaml.safe_dump({**CARD, "out": str(tmp_path / "out")}))
+    assert main(["run", str(path), "--json", "--quiet", "--no-plots"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(out[-1])
+    for key in ("theory", "sampler", "n_configs", "acceptance", "ess", "observables", "timing"):
+        assert key in summary  # the DESIGN.md keys stay
+    assert set(summary["reweighted"]) == set(summary["observables"])
+    for name, rw in summary["reweighted"].items():
+        chain = summary["observables"][name]
+        assert rw["err"] > 0 and abs(rw["z"] - abs(chain["mean"] - rw["mean"]) / np.hypot(chain["err"], rw["err"])) < 1e-9
+    assert isinstance(summary["pareto_k"], float) and isinstance(summary["agree"], bool)
+    assert isinstance(summary["warnings"], list)
+    text = "\n".join(out)
+    assert "reweighted over all 800 proposals" in text and "Pareto k̂" in text
+    assert ("chain and reweighted values agree" in text) == summary["agree"]
+
+    h5 = tmp_path / "out" / "out.r0.h5"
+    with h5py.File(h5) as f:
+        assert set(f["proposal_obs"]) == set(f["obs"])
+        accepted = f["accepted"][()]
+        for name in f["obs"]:  # an accepted proposal is the chain's new configuration
+            prop, chain = f["proposal_obs"][name][()], f["obs"][name][()]
+            assert prop.shape == chain.shape == (400, 2)
+            np.testing.assert_allclose(prop[accepted], chain[accepted], rtol=1e-12)
+            assert not np.allclose(prop[~accepted], chain[~accepted])
+    assert main(["verify", str(h5)]) == 0
+    capsys.readouterr()
+    assert main(["measure", str(h5), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["reweighted"] == summary["reweighted"] and again["pareto_k"] == summary["pareto_k"]
+
+
+def test_hmc_summary_has_the_flow_keys_empty(tmp_path, capsys):
+    path = tmp_path / "card.yaml"
+    card = {**CARD, "sampler": {"kind": "hmc"}, "out": str(tmp_path / "out")}
+    path.write_text(yaml.safe_dump(card))
+    assert main(["run", str(path), "--json", "--quiet", "--no-plots"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["reweighted"] is None and summary["pareto_k"] is None and summary["warnings"] == []
