@@ -87,23 +87,61 @@ def state_from_dict(template: ChainState, values: Mapping[str, Any]) -> ChainSta
     return replace(template, **values)
 
 
-def _record(state: ChainState, info: StepInfo, measure: Measure, field_dtype: torch.dtype) -> dict:
-    """One stored update as numpy arrays of shape ``(B, ...)``."""
+def _advance(kernel: Any, state: ChainState, generator: torch.Generator, n: int) -> tuple:
+    """Up to ``n`` updates: through ``kernel.steps`` when the kernel has it (a flow's whole proposal
+    buffer in one pass, bit-identical to stepping), else one ``step``. Returns the new state, a
+    ``StepInfo`` with a leading update axis ``(m, B)``, and the fields ``(m, B, *L)`` and ``logp (m, B)``
+    after each of the m updates done."""
+    if hasattr(kernel, "steps"):
+        return tuple(kernel.steps(state, generator, n))
+    state, info = kernel.step(state, generator)
+    rows = {f.name: getattr(info, f.name) for f in fields(info)}
+    rows = {k: (v.unsqueeze(0) if isinstance(v, torch.Tensor) else v) for k, v in rows.items()}
+    if rows.get("proposal_obs") is not None:
+        rows["proposal_obs"] = {k: v.unsqueeze(0) for k, v in rows["proposal_obs"].items()}
+    return state, type(info)(**rows), state.x.unsqueeze(0), state.logp.unsqueeze(0)
+
+
+def _records(
+    x: torch.Tensor, logp: torch.Tensor, info: StepInfo, idx: list[int], measure: Measure,
+    field_dtype: torch.dtype,
+) -> list[dict]:
+    """The stored updates ``idx`` of a batch of updates, each as numpy arrays of shape ``(B, ...)``;
+    the observables are measured on all of them in one call."""
 
     def cpu(t: torch.Tensor) -> np.ndarray:
         return t.detach().cpu().numpy()
 
-    return {
-        "configs": cpu(state.x.to(field_dtype)),
-        "accepted": cpu(info.accepted),
-        "logp": cpu(state.logp),
-        "logq": cpu(info.logq),
-        "dH": cpu(info.dH),
-        "proposal_logw": cpu(info.proposal_logw),
-        "accept_prob": cpu(info.accept_prob.to(torch.float64)),
-        "obs": {k: cpu(v.to(torch.float64)) for k, v in measure(state.x).items()},
-        "proposal_obs": {k: cpu(v) for k, v in (info.proposal_obs or {}).items()},
+    m, b = len(idx), x.shape[1]
+    xs = x[idx]
+    measured = measure(xs.reshape(m * b, *xs.shape[2:]))
+    obs = {k: cpu(v.to(torch.float64).reshape(m, b)) for k, v in measured.items()}
+    cols = {
+        "configs": cpu(xs.to(field_dtype)),
+        "accepted": cpu(info.accepted[idx]),
+        "logp": cpu(logp[idx]),
+        "logq": cpu(info.logq[idx]),
+        "dH": cpu(info.dH[idx]),
+        "proposal_logw": cpu(info.proposal_logw[idx]),
+        "accept_prob": cpu(info.accept_prob[idx].to(torch.float64)),
     }
+    prop = {k: cpu(v[idx]) for k, v in (info.proposal_obs or {}).items()}
+    return [
+        {**{k: c[i] for k, c in cols.items()}, "obs": {k: o[i] for k, o in obs.items()},
+         "proposal_obs": {k: p[i] for k, p in prop.items()}}
+        for i in range(m)
+    ]
+
+
+def _rows_until_flush(update: int, schedule: Schedule, n_records: int) -> int:
+    """Updates from ``update`` to the end of thermalisation, or else to the stored update that fills the
+    current block, or to the end of the schedule, whichever comes first (at least 1)."""
+    end = schedule.n_updates - update
+    if update < schedule.n_therm:
+        return max(1, min(end, schedule.n_therm - update))
+    k = (update - schedule.n_therm) // schedule.every + 1  # the next stored update is the k-th
+    target = schedule.n_therm + (k + schedule.block - n_records - 1) * schedule.every
+    return max(1, min(end, target - update))
 
 
 def _block(records: list[dict], trajs: list[int]) -> Block:
@@ -168,21 +206,25 @@ def run_chain(
     interrupted = False
     try:
         while pos.update < schedule.n_updates:
-            state, info = kernel.step(state, generator)
-            pos = replace(pos, update=pos.update + 1)
+            n = _rows_until_flush(pos.update, schedule, len(records))
+            state, info, x_rows, logp_rows = _advance(kernel, state, generator, n)
+            updates = range(pos.update + 1, pos.update + 1 + x_rows.shape[0])
+            pos = replace(pos, update=updates[-1])
             if pos.update > schedule.n_therm:
                 if therm_s is None:
                     therm_s, therm_cpu_s = time.perf_counter() - t0, time.process_time() - c0
                     bar.set_description("sample")
-                n_acc += float(getattr(info, rate).to(torch.float64).mean())
-                n_prop += 1
+                sampled = [i for i, u in enumerate(updates) if u > schedule.n_therm]
+                n_acc += float(getattr(info, rate)[sampled].to(torch.float64).mean(dim=1).sum())
+                n_prop += len(sampled)
                 bar.set_postfix(acc=f"{n_acc / n_prop:.3f}", refresh=False)
-            if schedule.stores(pos.update):
-                records.append(_record(state, info, measure, field_dtype))
-                trajs.append(pos.update)
+            stored = [i for i, u in enumerate(updates) if schedule.stores(u)]
+            if stored:
+                records += _records(x_rows, logp_rows, info, stored, measure, field_dtype)
+                trajs += [updates[i] for i in stored]
                 if len(records) >= schedule.block:
                     flush()
-            bar.update(1)
+            bar.update(len(updates))
             if stop_requested():
                 interrupted = pos.update < schedule.n_updates
                 break

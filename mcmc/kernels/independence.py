@@ -30,7 +30,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -264,37 +264,46 @@ class IndependenceMetropolis:
 
     @torch.no_grad()
     def steps(
-        self, state: FlowChainState, generator: torch.Generator
-    ) -> tuple[FlowChainState, StepInfo, torch.Tensor]:
-        """Every remaining row of the buffer at once (refilled first when used up): the vectorised twin
-        of as many ``step`` calls, with bit-identical results. Returns the state after the last row, a
-        ``StepInfo`` whose fields carry a leading row axis ``(n, B)``, and the chains' fields after each
-        row, ``(n, B, *L)``."""
+        self, state: FlowChainState, generator: torch.Generator, n: int | None = None
+    ) -> BufferSteps:
+        """The next ``n`` updates at once (default and at most: the rest of the buffer, refilled first
+        when used up): the vectorised twin of as many ``step`` calls, with bit-identical results."""
         state = self._ready(state, generator)
         k = state.cursor
-        logp, logq = state.buffer_logp[k:], state.buffer_logq[k:]
+        end = state.buffer_x.shape[0] if n is None else min(state.buffer_x.shape[0], k + max(int(n), 1))
+        logp, logq = state.buffer_logp[k:end], state.buffer_logq[k:end]
         logw = logp - logq
-        accepted, source, log_ratio = accept_scan(logw, state.buffer_logu[k:], state.logp - state.logq)
+        accepted, source, log_ratio = accept_scan(logw, state.buffer_logu[k:end], state.logp - state.logq)
         chains = torch.arange(state.x.shape[0], device=source.device)
-        held = source.clamp(min=0)
+        held, moved = source.clamp(min=0), source >= 0
         x_rows = torch.where(
-            (source >= 0).reshape(*source.shape, *(1,) * (state.x.dim() - 1)),
-            state.buffer_x[k:][held, chains],
+            moved.reshape(*source.shape, *(1,) * (state.x.dim() - 1)),
+            state.buffer_x[k:end][held, chains],
             state.x.unsqueeze(0),
         )
-        logq_rows = torch.where(source >= 0, logq[held, chains], state.logq)
-        logp_rows = torch.where(source >= 0, logp[held, chains], state.logp)
-        new = replace(state, x=x_rows[-1], logp=logp_rows[-1], logq=logq_rows[-1],
-                      cursor=state.buffer_x.shape[0])
+        logq_rows = torch.where(moved, logq[held, chains], state.logq)
+        logp_rows = torch.where(moved, logp[held, chains], state.logp)
+        new = replace(state, x=x_rows[-1], logp=logp_rows[-1], logq=logq_rows[-1], cursor=end)
         info = StepInfo(
             accepted=accepted,
             accept_prob=accept_prob(log_ratio),
             dH=nan_like(log_ratio),
             logq=logq_rows,
             proposal_logw=logw,
-            proposal_obs={name: v[k:] for name, v in (state.buffer_obs or {}).items()},
+            proposal_obs={name: v[k:end] for name, v in (state.buffer_obs or {}).items()},
         )
-        return new, info, x_rows
+        return BufferSteps(new, info, x_rows, logp_rows)
+
+
+class BufferSteps(NamedTuple):
+    """``IndependenceMetropolis.steps``: the state after the last of n updates, a ``StepInfo`` whose
+    fields carry a leading update axis ``(n, B)``, and the chains' fields ``x (n, B, *L)`` and
+    ``logp (n, B)`` after each update."""
+
+    state: FlowChainState
+    info: StepInfo
+    x: torch.Tensor
+    logp: torch.Tensor
 
 
 @torch.no_grad()

@@ -61,7 +61,7 @@ def _independence_z(reported=None, n_buffers=4):
         state = kernel.init_from_flow(1, gen)
         phi2, prop, logw, accepted = [], [], [], []
         for _ in range(n_buffers):
-            state, info, x_rows = kernel.steps(state, gen)
+            state, info, x_rows, _ = kernel.steps(state, gen)
             phi2.append((x_rows * x_rows).flatten(2).mean(2)[:, 0])
             prop.append(info.proposal_obs["phi2"][:, 0])
             logw.append(info.proposal_logw[:, 0])

@@ -62,7 +62,8 @@ def test_steps_equal_single_steps_bit_for_bit():
             s1, info = kernel.step(s1, g1)
             xs.append(s1.x)
             infos.append(info)
-        s2, many, x_rows = kernel.steps(s2, g2)
+        s2, many, x_rows, logp_rows = kernel.steps(s2, g2)
+        assert torch.equal(logp_rows[-1], s1.logp)
         assert torch.equal(torch.stack(xs), x_rows)
         for name in ("accepted", "accept_prob", "logq", "proposal_logw"):
             assert torch.equal(torch.stack([getattr(i, name) for i in infos]), getattr(many, name)), name
