@@ -45,7 +45,7 @@ def _kernel():
 def _run(path, kernel, state, gen, start=None, stop=lambda: False, n_rows=0):
     start, saved = start or Position(), {}
 
-    def checkpoint(st, pos):
+    def checkpoint(st, pos, _spent):
         saved.update(state=state_to_dict(st), generator=gen.get_state(), position=pos)
 
     if start.update == 0:
