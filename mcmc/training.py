@@ -247,7 +247,7 @@ def flow_kernel(
         theory,
         proposal,
         batch=card.sample.proposal_batch,
-        max_bytes=int(card.sample.buffer_mb * 2**20),
+        max_bytes=max(1, int(card.sample.buffer_mb * 2**20)),
         refill_seconds=card.sample.refill_seconds,
     )
     return KernelBuild(

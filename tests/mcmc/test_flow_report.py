@@ -52,6 +52,10 @@ def test_flow_run_reports_reweighted_values_and_pareto_k(tmp_path, capsys):
     assert main(["measure", str(h5), "--json"]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["reweighted"] == summary["reweighted"] and again["pareto_k"] == summary["pareto_k"]
+    with h5py.File(h5, "r+") as f:  # verify covers the per-proposal datasets too
+        f["proposal_obs/mag2"][3, 1] += 1.0
+    assert main(["verify", str(h5)]) == 1
+    assert "proposal_obs/mag2" in capsys.readouterr().out
 
 
 def test_hmc_summary_has_the_flow_keys_empty(tmp_path, capsys):
