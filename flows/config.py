@@ -50,11 +50,11 @@ class MappingConfig:
         return cls(**config)
 
 
-def check_choice(key: str, value: Any, accepted: Iterable[Any]) -> None:
-    """Raise ``ValueError`` naming ``flow.<key>`` unless ``value`` is one of ``accepted``."""
+def check_choice(key: str, value: Any, accepted: Iterable[Any], section: str = "flow") -> None:
+    """Raise ``ValueError`` naming ``<section>.<key>`` unless ``value`` is one of ``accepted``."""
     accepted = sorted(accepted)
     if value not in accepted:
-        raise ValueError(f"flow.{key} = {value!r}: expected one of {accepted}")
+        raise ValueError(f"{section}.{key} = {value!r}: expected one of {accepted}")
 
 
 def check_conditioner(config: Any) -> None:

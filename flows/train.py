@@ -1,13 +1,17 @@
-"""Reverse-KL training of a flow against a lattice action, with exact resume.
+"""Reverse-KL training of a flow against a lattice action: the one training loop, alone or data-parallel.
 
 Loss (Albergo, Kanwar, Shanahan, PRD 100 (2019) 034515): for a batch x_i = f(z_i), z_i ~ r,
 
     L = (1/N) Σ_i [log q(x_i) + S(x_i)]  =  KL(q ‖ p) − log Z,
 
-minimised with Adam on reparameterised samples. Per step we record the loss, the batch ESS
-(Σw)²/(N Σw²) with log w = −S − log q, and the independence-Metropolis acceptance estimate of
-:func:`acceptance_estimate`. A step whose loss or gradient is not finite is skipped (weights and
-optimizer untouched) and counted. Checkpoints hold everything needed to continue bit-for-bit.
+minimised with Adam; the gradient estimator (``train.estimator``: reparam, path, reinforce) is one of
+``flows.estimators``. Per step we record the loss, the batch ESS (Σw)²/(N Σw²) with log w = −S − log q,
+and the independence-Metropolis acceptance estimate (``flows.validation``). A step whose loss or
+gradient is not finite is skipped (weights and optimizer untouched) and counted. Every ``eval_every``
+steps the ESS of a fixed validation set is measured and the best flow kept; training ends with the best
+flow in place (``flows.validation.BestFlow``). Checkpoints hold everything needed to continue
+bit-for-bit. A data-parallel job runs this same loop with a :class:`Collective` that all-reduces the
+gradients and agrees on stopping (``mcmc.distributed``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +28,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from flows.config import MappingConfig
-from flows.model import Flow, FlowConfig, build_flow
+from flows.checkpoint import CHECKPOINT_FORMAT, flow_config_dict, theory_params
+from flows.collective import Collective
+from flows.config import MappingConfig, check_choice
+from flows.estimators import ESTIMATORS, estimator_backward
+from flows.model import Flow
+from flows.validation import BestFlow, acceptance_estimate, ess_fraction, validate
 
-CHECKPOINT_FORMAT = "latflow.flow_checkpoint/1"
 METRICS = ("loss", "ess", "acceptance", "lr", "batch_size", "grad_norm", "seconds", "cpu_seconds")
-
-
-class CheckpointMismatch(ValueError):
-    """A checkpoint was made for another theory or flow architecture than the one asked for."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,13 @@ class TrainConfig(MappingConfig):
     the conditioners are translation-equivariant convolutions, so their weights do not depend on the
     lattice size, and the local physics they learned carries over. clock: what ``max_seconds`` and the
     time schedule count, "wall" seconds or the process's "cpu" seconds (all its threads), which other
-    jobs on a shared machine do not eat into.
+    jobs on a shared machine do not eat into. estimator: the KL gradient estimator, one of
+    ``flows.estimators.ESTIMATORS``. eval_every: steps between validations of ``eval_batch`` fixed
+    proposals drawn with seed ``eval_seed`` (0: none; the last weights are kept); with validation the
+    flow with the best validation ESS, the untrained start included, is the one training returns.
+    stages: a curriculum, a list of mappings each overriding theory keys (shape, lam, m2, beta) and
+    training keys for one stage, run in order with the weights carried over (``mcmc`` runs them;
+    ``train_flow`` trains one stage).
     """
 
     steps: int = 1000
@@ -70,6 +79,11 @@ class TrainConfig(MappingConfig):
     log_every: int = 10
     init_from: str | None = None
     clock: str = "wall"
+    estimator: str = "reparam"
+    eval_every: int = 0
+    eval_batch: int = 512
+    eval_seed: int = 8191
+    stages: tuple[dict[str, Any], ...] | None = None
 
     _section = "train"
 
@@ -80,6 +94,12 @@ class TrainConfig(MappingConfig):
             raise ValueError(f"train.schedule = {self.schedule!r}: expected 'cosine' or 'constant'")
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError(f"train.steps = {self.steps}, train.batch_size = {self.batch_size}: invalid")
+        check_choice("estimator", self.estimator, ESTIMATORS, section="train")
+        if self.eval_every < 0 or self.eval_batch < 2:
+            raise ValueError(f"train.eval_every = {self.eval_every}, train.eval_batch = {self.eval_batch}: "
+                             "expected eval_every >= 0 and eval_batch >= 2")
+        if self.stages is not None:
+            object.__setattr__(self, "stages", tuple(dict(s) for s in self.stages))
 
     def spent(self, wall_seconds: float, cpu_seconds: float) -> float:
         """The seconds that ``max_seconds`` and the time schedule count, on this config's ``clock``."""
@@ -90,13 +110,17 @@ class TrainConfig(MappingConfig):
 class TrainResult:
     """Outcome of :func:`train_flow`. ``metrics[name]`` is a float64 array, one entry per step done
     (resumed runs include the steps before the checkpoint); names are ``METRICS``. ``seconds`` is the
-    cumulative training time; ``stopped_by`` is "steps" or "time"."""
+    cumulative training time; ``stopped_by`` is "steps", "time" or "signal". ``validation[key]`` holds one
+    entry per validation (keys ``flows.validation.VALIDATION_KEYS``; empty without validation);
+    ``best_step`` is the step whose weights the flow holds (``steps_done`` without validation)."""
 
     metrics: dict[str, np.ndarray]
     n_skipped: int
     seconds: float
     steps_done: int
     stopped_by: str
+    validation: dict[str, np.ndarray] = field(default_factory=dict)
+    best_step: int = -1
 
     @property
     def cpu_seconds(self) -> float:
@@ -145,112 +169,6 @@ def batch_size(config: TrainConfig, step: int, seconds: float = 0.0) -> int:
     return min(config.batch_size * 2**stage, config.batch_size_max)
 
 
-def ess_fraction(logw: torch.Tensor) -> float:
-    """Reweighting ESS per sample, (Σw)²/(N Σw²), from ``logw (N,)`` (computed in log space)."""
-    logw = logw.to(torch.float64)
-    if not torch.isfinite(logw).all():
-        return float("nan")
-    return math.exp(2 * torch.logsumexp(logw, 0).item() - torch.logsumexp(2 * logw, 0).item()) / logw.numel()
-
-
-def acceptance_estimate(logw: torch.Tensor) -> float:
-    """Stationary acceptance of independence Metropolis, E_{x~p, x'~q}[min(1, w'/w)], from one batch.
-
-    With p ∝ w q, the batch estimate is Σ_{i≠j} min(w_i, w_j) / ((N−1) Σ_i w_i); sorting w ascending
-    turns the pair sum into 2 Σ_k w_(k) (N − k), k = 1..N, so it costs O(N log N).
-    """
-    logw = logw.to(torch.float64)
-    n = logw.numel()
-    if n < 2 or not torch.isfinite(logw).all():
-        return float("nan")
-    w = torch.exp(logw - logw.max()).sort().values
-    ranks = torch.arange(n - 1, -1, -1, dtype=torch.float64, device=w.device)
-    return (2.0 * (w * ranks).sum() / ((n - 1) * w.sum())).item()
-
-
-def _theory_params(theory: Any) -> dict[str, Any]:
-    return theory.params() if hasattr(theory, "params") else {"repr": repr(theory)}
-
-
-def _flow_config_dict(flow: Flow) -> dict[str, Any]:
-    return flow.config.to_dict() if flow.config is not None else {}
-
-
-def _check_match(saved: Mapping[str, Any], theory: Any, flow_config: Mapping[str, Any], path: Path) -> None:
-    if saved.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointMismatch(f"{path} is not a latflow flow checkpoint (format {saved.get('format')!r})")
-    want = _theory_params(theory)
-    if saved["theory"] != want:
-        raise CheckpointMismatch(f"{path} was trained for theory {saved['theory']}, not {want}")
-    if flow_config and saved["flow_config"] != dict(flow_config):
-        raise CheckpointMismatch(f"{path} holds flow {saved['flow_config']}, not {dict(flow_config)}")
-
-
-def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Write ``payload`` (tensors and plain containers only) atomically: a temporary file, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def load_checkpoint(
-    path: str | os.PathLike, theory: Any, flow_config: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True`` and check that it was made for ``theory``
-    (and for ``flow_config`` when given); a mismatch raises :class:`CheckpointMismatch`."""
-    path = Path(path)
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    _check_match(saved, theory, flow_config or {}, path)
-    return saved
-
-
-def warm_start(flow: Flow, path: str | os.PathLike) -> dict[str, Any]:
-    """Load the weights of the checkpoint at ``path`` into ``flow`` (in place) and return the
-    checkpoint's theory. The architectures must agree (``CheckpointMismatch`` otherwise); the theory
-    may differ, e.g. in lattice size or coupling, which is the point."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointMismatch(f"train.init_from: no such flow checkpoint: {path}")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if saved.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointMismatch(f"{path} is not a latflow flow checkpoint (format {saved.get('format')!r})")
-    if saved["flow_config"] != _flow_config_dict(flow):
-        raise CheckpointMismatch(
-            f"train.init_from: {path} holds flow {saved['flow_config']}, not {_flow_config_dict(flow)}"
-        )
-    try:
-        flow.load_state_dict(saved["model"])
-    except RuntimeError as exc:  # e.g. the φ⁴ Fourier layer, whose weights depend on the lattice size
-        first = str(exc).strip().splitlines()[-1].strip()
-        raise CheckpointMismatch(f"train.init_from: {path} does not fit this flow ({first})") from None
-    return saved["theory"]
-
-
-def load_flow(
-    path: str | os.PathLike,
-    theory: Any,
-    flow_config: FlowConfig | Mapping[str, Any] | None = None,
-    *,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
-) -> Flow:
-    """The trained flow stored at ``path``, rebuilt from its saved architecture (checked against
-    ``flow_config`` when given) and checked against ``theory``."""
-    if isinstance(flow_config, FlowConfig):
-        flow_config = flow_config.to_dict()
-    elif flow_config is not None:
-        flow_config = FlowConfig.from_mapping(flow_config).to_dict()
-    saved = load_checkpoint(path, theory, flow_config)
-    flow = build_flow(theory, saved["flow_config"], dtype=dtype, device=device)
-    flow.load_state_dict(saved["model"])
-    return flow
-
-
 def restore_history(saved: Mapping[str, Any]) -> dict[str, list[float]]:
     """The metric history of a checkpoint as lists; a metric it predates reads as NaN."""
     n = int(saved["step"])
@@ -264,33 +182,45 @@ def cpu_clock(history: Mapping[str, list[float]]) -> Callable[[], float]:
     return lambda: before + time.process_time() - start
 
 
+@dataclass
+class _Run:
+    """The mutable state of one training run (what a checkpoint stores besides weights and optimizer)."""
+
+    step: int = 0
+    n_skipped: int = 0
+    seconds_before: float = 0.0
+    history: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in METRICS})
+    best: BestFlow = field(default_factory=BestFlow)
+
+
 def checkpoint_payload(
     flow: Flow,
     theory: Any,
     config: TrainConfig,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
-    step: int,
-    history: dict[str, list[float]],
-    n_skipped: int,
+    run: _Run,
     seconds: float,
 ) -> dict[str, Any]:
     """Everything a bit-for-bit resume needs, as tensors and plain containers (``weights_only`` loadable):
-    model, optimizer, step (the LR and batch schedules are functions of step and seconds), generator
-    state, metric history, skip count, cumulative seconds, and the theory and configs it belongs to."""
-    train_config = asdict(config)
+    ``model`` (the weights for sampling: the best so far under validation, else the current ones),
+    ``current`` (the weights training continues from), optimizer, step (the LR and batch schedules are
+    functions of step and seconds), generator state, metric and validation history, skip count,
+    cumulative seconds, and the theory and configs it belongs to."""
+    current = flow.state_dict()
     return {
         "format": CHECKPOINT_FORMAT,
-        "theory": _theory_params(theory),
-        "flow_config": _flow_config_dict(flow),
-        "train_config": train_config,
-        "model": flow.state_dict(),
+        "theory": theory_params(theory),
+        "flow_config": flow_config_dict(flow),
+        "train_config": asdict(config),
+        "model": run.best.state if run.best.state is not None else current,
+        "current": current,
+        "best": run.best.to_payload(),
         "optimizer": optimizer.state_dict(),
-        "scheduler": {"step": step, "seconds": seconds},
-        "step": step,
+        "step": run.step,
         "generator": generator.get_state(),
-        "metrics": {k: torch.tensor(v, dtype=torch.float64) for k, v in history.items()},
-        "n_skipped": n_skipped,
+        "metrics": {k: torch.tensor(v, dtype=torch.float64) for k, v in run.history.items()},
+        "n_skipped": run.n_skipped,
         "seconds": seconds,
     }
 
@@ -303,36 +233,47 @@ def _train_step(
     generator: torch.Generator,
     step: int,
     seconds: float,
+    collective: Collective,
 ) -> tuple[dict[str, float], bool]:
-    """One Adam step on a fresh batch; returns the step's metrics and whether it was skipped."""
+    """One Adam step on a fresh batch (this rank's share of it); returns the step's metrics (identical on
+    every rank) and whether it was skipped."""
     lr, n = learning_rate(config, step, seconds), batch_size(config, step, seconds)
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
-    x, logq = flow.forward_with_logq(n, generator)
-    action = theory.action(x)
-    loss = (logq + action).mean()
-    logw = (-action - logq).detach()
-    metrics = {
-        "loss": loss.item(),
-        "ess": ess_fraction(logw),
-        "acceptance": acceptance_estimate(logw),
-        "lr": lr,
-        "batch_size": float(n),
-        "grad_norm": float("nan"),
-    }
-    if not math.isfinite(metrics["loss"]):
-        return metrics, True
-    loss.backward()
+    backward = estimator_backward(config.estimator)
+    gather = collective.gather
+    logw = gather(backward(flow, theory, collective.share(n), n, generator, gather).to("cpu", torch.float64))
     params = [p for p in flow.parameters() if p.grad is not None]
+    collective.reduce_gradients(params)
+    loss = float(-logw.mean())
     clip = config.grad_clip if config.grad_clip is not None else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(params, clip).item() if params else 0.0
-    metrics["grad_norm"] = grad_norm
-    if not math.isfinite(grad_norm):
+    metrics = {"loss": loss, "ess": ess_fraction(logw), "acceptance": acceptance_estimate(logw), "lr": lr,
+               "batch_size": float(n), "grad_norm": grad_norm}
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
         optimizer.zero_grad(set_to_none=True)
         return metrics, True
     optimizer.step()
     return metrics, False
+
+
+def _resume(saved: dict[str, Any], flow: Flow, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+            collective: Collective) -> _Run:
+    """Restore weights, optimizer and generator from ``saved``; the run state it holds."""
+    flow.load_state_dict(saved.get("current", saved["model"]))
+    optimizer.load_state_dict(saved["optimizer"])
+    collective.restore_generator(saved, generator)
+    return _Run(int(saved["step"]), int(saved["n_skipped"]), float(saved["seconds"]), restore_history(saved),
+                BestFlow.from_payload(saved.get("best")))
+
+
+def _show(bar: Any, run: _Run, metrics: dict[str, float]) -> None:
+    bar.update(1)
+    if not bar.disable and run.step % 10 == 0:
+        best = f"{run.best.ess:.3f}@{run.best.step}" if run.best.state is not None else "-"
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", ess=f"{metrics['ess']:.3f}",
+                        acc=f"{metrics['acceptance']:.3f}", val=best, skipped=run.n_skipped)
 
 
 def train_flow(
@@ -344,75 +285,73 @@ def train_flow(
     resume: bool = False,
     progress: bool = True,
     stop: Callable[[], bool] = lambda: False,
+    *,
+    collective: Collective | None = None,
+    tail_index: Callable[[np.ndarray], float] | None = None,
 ) -> TrainResult:
     """Train ``flow`` in place by reverse KL against ``theory.action`` for ``config.steps`` steps.
 
     Training ends early when the ``config.max_seconds`` budget is spent (``stopped_by = "time"``) or
     when ``stop()`` turns true (``"signal"``, e.g. SIGTERM from a batch system); the checkpoint is
-    written either way, so a resumed run continues from there.
+    written either way, so a resumed run continues from there. With ``config.eval_every`` the flow ends
+    holding the weights of its best validation (``tail_index`` adds e.g. Pareto k̂ to each validation).
 
-    ``generator`` (on the flow's device) drives every draw. With ``resume`` and an existing
+    ``generator`` (on the flow's device) drives every training draw. With ``resume`` and an existing
     ``checkpoint_path``, model, optimizer, step, metrics and generator state are restored first
-    (a checkpoint for another theory or architecture raises :class:`CheckpointMismatch`), so the
+    (a checkpoint for another theory or architecture raises ``CheckpointMismatch``), so the
     continued run equals the uninterrupted one bit-for-bit. A checkpoint is written every
     ``config.checkpoint_every`` steps and at the end when ``checkpoint_path`` is given.
+    ``collective`` makes this a data-parallel step over ranks (``mcmc.distributed``); then ``generator``
+    is this rank's stream and ``config.batch_size`` the total batch.
     """
+    collective = collective or Collective()
     optimizer = torch.optim.Adam(flow.parameters(), lr=config.lr)
-    history: dict[str, list[float]] = {k: [] for k in METRICS}
-    step, n_skipped, seconds_before = 0, 0, 0.0
-    if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
-        saved = load_checkpoint(checkpoint_path, theory, _flow_config_dict(flow))
-        flow.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        generator.set_state(saved["generator"])
-        step, n_skipped, seconds_before = saved["step"], saved["n_skipped"], saved["seconds"]
-        history = restore_history(saved)
-
+    path = Path(checkpoint_path) if checkpoint_path is not None else None
+    saved = collective.load(path, theory, flow) if resume else None
+    run = _resume(saved, flow, optimizer, generator, collective) if saved is not None else _Run()
     flow.train()
-    start, cpu_seconds = time.perf_counter(), cpu_clock(history)
-    stopped_by = "steps"
-    bar = tqdm(total=config.steps, initial=step, disable=not progress, desc="train flow", dynamic_ncols=True)
+    start, cpu_seconds = time.perf_counter(), cpu_clock(run.history)
 
     def elapsed() -> float:
-        return seconds_before + time.perf_counter() - start
+        return run.seconds_before + time.perf_counter() - start
 
-    while step < config.steps:
-        budget = config.spent(elapsed(), cpu_seconds())
-        if config.max_seconds is not None and budget >= config.max_seconds:
-            stopped_by = "time"
+    def payload() -> dict[str, Any]:
+        return checkpoint_payload(flow, theory, config, optimizer, generator, run, elapsed())
+
+    def validate_now() -> None:
+        if config.eval_every and (not run.best.history["step"] or run.best.history["step"][-1] != run.step):
+            record = validate(flow, theory, config.eval_batch, config.eval_seed, tail_index)
+            run.best.offer(flow, {**record, "step": run.step, "cpu_seconds": cpu_seconds()})
+
+    validate_now()  # the start (a fresh run) competes too
+    stopped_by = "steps"
+    bar = tqdm(total=config.steps, initial=run.step, disable=not progress, desc="train flow",
+               dynamic_ncols=True)
+    while run.step < config.steps:
+        now = config.spent(elapsed(), cpu_seconds())
+        out_of_time, stop_now, now = collective.agree(
+            config.max_seconds is not None and now >= config.max_seconds, stop(), now)
+        if out_of_time or stop_now:
+            stopped_by = "signal" if stop_now else "time"
             break
-        if stop():
-            stopped_by = "signal"
-            break
-        metrics, skipped = _train_step(flow, theory, config, optimizer, generator, step, budget)
-        n_skipped += int(skipped)
-        step += 1
+        metrics, skipped = _train_step(flow, theory, config, optimizer, generator, run.step, now, collective)
+        run.n_skipped, run.step = run.n_skipped + int(skipped), run.step + 1
         metrics["seconds"], metrics["cpu_seconds"] = elapsed(), cpu_seconds()
         for k in METRICS:
-            history[k].append(metrics[k])
-        bar.update(1)
-        if progress and step % config.log_every == 0:
-            bar.set_postfix(
-                loss=f"{metrics['loss']:.3f}",
-                ess=f"{metrics['ess']:.3f}",
-                acc=f"{metrics['acceptance']:.3f}",
-                skipped=n_skipped,
-            )
-        if checkpoint_path is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
-            save_checkpoint(
-                checkpoint_path,
-                checkpoint_payload(
-                    flow, theory, config, optimizer, generator, step, history, n_skipped, elapsed()
-                ),
-            )
+            run.history[k].append(metrics[k])
+        if config.eval_every and run.step % config.eval_every == 0:
+            validate_now()
+        _show(bar, run, metrics)
+        if config.checkpoint_every and run.step % config.checkpoint_every == 0:
+            collective.save(path, payload, generator)
     bar.close()
+    validate_now()  # the end
+    collective.save(path, payload, generator)
+    if run.best.state is not None:
+        flow.load_state_dict(run.best.state)
     flow.eval()
-    seconds = elapsed()
-    if checkpoint_path is not None:
-        save_checkpoint(
-            checkpoint_path,
-            checkpoint_payload(flow, theory, config, optimizer, generator, step, history, n_skipped, seconds),
-        )
-    return TrainResult(
-        {k: np.asarray(v, dtype=np.float64) for k, v in history.items()}, n_skipped, seconds, step, stopped_by
-    )
+    collective.finish(flow)
+    return TrainResult({k: np.asarray(v, dtype=np.float64) for k, v in run.history.items()}, run.n_skipped,
+                       elapsed(), run.step, stopped_by,
+                       {k: np.asarray(v, dtype=np.float64) for k, v in run.best.history.items()},
+                       run.best.step if run.best.state is not None else run.step)

@@ -317,7 +317,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     errors.append(LocalKernelError)
     try:
-        from flows.train import CheckpointMismatch
+        from flows.checkpoint import CheckpointMismatch
 
         errors.append(CheckpointMismatch)
     except ImportError:

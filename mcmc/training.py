@@ -18,16 +18,10 @@ from typing import Any
 import torch
 
 from flows.accel import AccelConfig, training_accel
+from flows.checkpoint import CheckpointMismatch, load_checkpoint, warm_start
 from flows.model import Flow
 from flows.registry import FlowFamily, flow_family
-from flows.train import (
-    CheckpointMismatch,
-    TrainConfig,
-    last_cpu_seconds,
-    load_checkpoint,
-    train_flow,
-    warm_start,
-)
+from flows.train import TrainConfig, last_cpu_seconds, train_flow
 from mcmc.card import Card, CardError, section_settings
 from mcmc.job import JobError, KernelBuild, World, model_hash
 from mcmc.setup import build_theory, resolve_device, torch_generator, train_seed_sequence

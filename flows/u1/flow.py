@@ -36,11 +36,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from flows.checkpoint import load_checkpoint
 from flows.circular import CIRCULAR_TRANSFORMS, table_forward, table_inverse
 from flows.masks import offset_cycle
 from flows.model import Flow
 from flows.nets import ConvNet, reset_parameters
-from flows.train import load_checkpoint
 from flows.u1.config import STRIDE, U1FlowConfig
 from flows.u1.polyakov import polyakov_stack
 from flows.u1.starts import ConditionalTable, conditional_table, wilson_table

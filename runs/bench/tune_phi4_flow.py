@@ -15,7 +15,8 @@ import time
 import torch
 
 from flows.model import build_flow
-from flows.train import TrainConfig, acceptance_estimate, ess_fraction, train_flow
+from flows.train import TrainConfig, train_flow
+from flows.validation import acceptance_estimate, ess_fraction
 from lattice.scalar import Phi4
 
 

@@ -6,19 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from flows.checkpoint import CheckpointMismatch, load_checkpoint, load_flow
 from flows.model import build_flow
-from flows.train import (
-    METRICS,
-    CheckpointMismatch,
-    TrainConfig,
-    acceptance_estimate,
-    batch_size,
-    ess_fraction,
-    learning_rate,
-    load_checkpoint,
-    load_flow,
-    train_flow,
-)
+from flows.train import METRICS, TrainConfig, batch_size, learning_rate, train_flow
+from flows.validation import acceptance_estimate, ess_fraction
 from lattice.scalar import Phi4
 
 THEORY = Phi4((4, 4), -4.0, 8.0)
