@@ -228,3 +228,46 @@ def test_resumed_training_is_bit_for_bit(tmp_path):
     for name in METRICS:
         if name not in ("seconds", "cpu_seconds"):  # clocks differ between runs
             np.testing.assert_array_equal(res.metrics[name], res_full.metrics[name])
+
+
+def test_destructive_learning_rate_hands_over_the_best_flow(tmp_path):
+    """Model selection: with lr = 1 training wrecks the flow, yet the flow returned (and stored as the
+    checkpoint's ``model``) is the best one validated, never worse than the start."""
+    from flows.validation import validate
+
+    config = TrainConfig(steps=30, batch_size=16, lr=1.0, schedule="constant", grad_clip=None,
+                         eval_every=5, eval_batch=256)
+    trained = _flow()
+    train_flow(trained, THEORY, TrainConfig(steps=60, batch_size=64, lr=5e-3), torch.Generator().manual_seed(1),
+               progress=False)  # a good start, then the destructive run from it
+    start_ess = validate(trained, THEORY, 256, config.eval_seed)["ess"]
+    assert start_ess > 0.2
+    res = train_flow(trained, THEORY, config, torch.Generator().manual_seed(3),
+                     checkpoint_path=tmp_path / "f.pt", progress=False)
+    val = res.validation
+    assert list(val["step"]) == [0, 5, 10, 15, 20, 25, 30]
+    assert val["ess"][0] == pytest.approx(start_ess, rel=1e-12)
+    assert val["ess"][-1] < 0.5 * val["ess"][0]  # the learning rate did destroy the flow
+    best = int(np.nanargmax(val["ess"]))
+    assert res.best_step == val["step"][best]
+    assert validate(trained, THEORY, 256, config.eval_seed)["ess"] == pytest.approx(val["ess"][best], rel=1e-12)
+    stored = load_flow(tmp_path / "f.pt", THEORY)
+    for a, b in zip(_params(stored), _params(trained), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_resume_with_validation_is_bit_for_bit(tmp_path):
+    cfg = TrainConfig(steps=8, batch_size=8, lr=5e-3, eval_every=2, eval_batch=32)
+    full = _flow()
+    res_full = train_flow(full, THEORY, cfg, torch.Generator().manual_seed(5), progress=False)
+    path = tmp_path / "v.pt"
+    calls = iter(range(10**6))
+    train_flow(_flow(), THEORY, cfg, torch.Generator().manual_seed(5), checkpoint_path=path, progress=False,
+               stop=lambda: next(calls) >= 5)
+    resumed = _flow(seed=99)
+    res = train_flow(resumed, THEORY, cfg, torch.Generator().manual_seed(1), checkpoint_path=path,
+                     resume=True, progress=False)
+    for a, b in zip(_params(resumed), _params(full), strict=True):
+        assert torch.equal(a, b)
+    assert res.best_step == res_full.best_step
+    np.testing.assert_array_equal(res.validation["ess"][[0, 1, 2, -1]], res_full.validation["ess"][[0, 1, 2, -1]])
