@@ -13,14 +13,9 @@ import math
 import numpy as np
 import torch
 
-<<<<<<< HEAD
-from flows.sun.flow import build_sun_flow
-from flows.train import ess_fraction, load_checkpoint
-=======
 from flows.checkpoint import load_checkpoint
-from flows.gauge_sun import build_sun_flow
+from flows.sun.flow import build_sun_flow
 from flows.validation import ess_fraction
->>>>>>> ae00d5a (Training engine: estimators reparam|path|reinforce (flows.estimators), validation ESS and best-flow selection (flows.validation), one loop for alone and data-parallel (flows.collective, mcmc.distributed.RankCollective), checkpoint I/O in flows.checkpoint; tests against the Gaussian closed form; 4^4 SU(3) beta = 1 cards)
 from lattice.wilson import SUN
 
 

@@ -19,14 +19,9 @@ import time
 
 import torch
 
-<<<<<<< HEAD
-from flows.train import TrainConfig, acceptance_estimate, ess_fraction, train_flow
-from flows.u1.flow import build_u1_flow
-=======
-from flows.gauge_u1 import build_u1_flow
 from flows.train import TrainConfig, train_flow
+from flows.u1.flow import build_u1_flow
 from flows.validation import acceptance_estimate, ess_fraction
->>>>>>> ae00d5a (Training engine: estimators reparam|path|reinforce (flows.estimators), validation ESS and best-flow selection (flows.validation), one loop for alone and data-parallel (flows.collective, mcmc.distributed.RankCollective), checkpoint I/O in flows.checkpoint; tests against the Gaussian closed form; 4^4 SU(3) beta = 1 cards)
 from lattice import exact_u1
 from lattice.u1 import U1
 

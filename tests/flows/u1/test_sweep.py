@@ -8,15 +8,9 @@ import pytest
 import torch
 from scipy.special import ive
 
-<<<<<<< HEAD:tests/flows/u1/test_sweep.py
-from flows.train import ess_fraction
 from flows.u1.flow import U1GaugeCoupling, build_u1_flow, site_masks
 from flows.u1.sweep import sweep_schedule
-=======
-from flows.gauge_u1 import U1GaugeCoupling, build_u1_flow, site_masks
-from flows.gauge_u1_sweep import sweep_schedule
 from flows.validation import ess_fraction
->>>>>>> ae00d5a (Training engine: estimators reparam|path|reinforce (flows.estimators), validation ESS and best-flow selection (flows.validation), one loop for alone and data-parallel (flows.collective, mcmc.distributed.RankCollective), checkpoint I/O in flows.checkpoint; tests against the Gaussian closed form; 4^4 SU(3) beta = 1 cards):tests/flows/test_gauge_u1_sweep.py
 from lattice import exact_u1
 from lattice.u1 import U1
 from mcmc.kernels.independence import IndependenceMetropolis
