@@ -42,7 +42,8 @@ def main() -> None:
     theory = Phi4((args.L, args.L), -4.0, 8.0)
     flow = build_flow(theory, generator=torch.Generator().manual_seed(0))
     if args.pretrain:
-        train_flow(flow, theory, TrainConfig(steps=args.pretrain), torch.Generator().manual_seed(1), progress=False)
+        train_flow(flow, theory, TrainConfig(steps=args.pretrain), torch.Generator().manual_seed(1),
+                   progress=False)
     flow.train()
     print(f"phi4 L={args.L} pretrain={args.pretrain} batch={args.batch} batches={args.batches}")
     for name in ESTIMATORS:

@@ -109,7 +109,8 @@ def test_estimators_run_on_the_phi4_flow(name):
     """On a real φ⁴ flow (spline couplings, Fourier layer) every parameter gets a finite gradient, and the
     path and reparameterised gradients agree in expectation direction (positive overlap)."""
     theory = Phi4((4, 4), -4.0, 8.0)
-    flow = build_flow(theory, {"n_layers": 2, "hidden": [4], "bins": 4}, generator=torch.Generator().manual_seed(1))
+    config = {"n_layers": 2, "hidden": [4], "bins": 4}
+    flow = build_flow(theory, config, generator=torch.Generator().manual_seed(1))
     for p in flow.parameters():  # leave the identity start, where some gradients vanish exactly
         p.data.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
     grads = {}
