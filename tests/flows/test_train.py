@@ -238,8 +238,8 @@ def test_destructive_learning_rate_hands_over_the_best_flow(tmp_path):
     config = TrainConfig(steps=30, batch_size=16, lr=1.0, schedule="constant", grad_clip=None,
                          eval_every=5, eval_batch=256)
     trained = _flow()
-    good = TrainConfig(steps=60, batch_size=64, lr=5e-3)
-    train_flow(trained, THEORY, good, torch.Generator().manual_seed(1), progress=False)  # a good start, then the destructive run from it
+    good = TrainConfig(steps=60, batch_size=64, lr=5e-3)  # a good start, then the destructive run from it
+    train_flow(trained, THEORY, good, torch.Generator().manual_seed(1), progress=False)
     start_ess = validate(trained, THEORY, 256, config.eval_seed)["ess"]
     assert start_ess > 0.2
     res = train_flow(trained, THEORY, config, torch.Generator().manual_seed(3),
