@@ -346,12 +346,14 @@ def train_flow(
             collective.save(path, payload, generator)
     bar.close()
     validate_now()  # the end
-    collective.save(path, payload, generator)
+    seconds = elapsed()
+    collective.save(path, lambda: checkpoint_payload(flow, theory, config, optimizer, generator, run, seconds),
+                    generator)
     if run.best.state is not None:
         flow.load_state_dict(run.best.state)
     flow.eval()
     collective.finish(flow)
     return TrainResult({k: np.asarray(v, dtype=np.float64) for k, v in run.history.items()}, run.n_skipped,
-                       elapsed(), run.step, stopped_by,
+                       seconds, run.step, stopped_by,
                        {k: np.asarray(v, dtype=np.float64) for k, v in run.best.history.items()},
                        run.best.step if run.best.state is not None else run.step)

@@ -23,6 +23,7 @@ from flows.model import Flow
 from flows.registry import FlowFamily, flow_family
 from flows.train import TrainConfig, last_cpu_seconds, train_flow
 from mcmc.card import Card, CardError, section_settings
+from mcmc.curriculum import carry_weights, stage_cards, stage_costs
 from mcmc.job import JobError, KernelBuild, World, model_hash
 from mcmc.setup import build_theory, resolve_device, torch_generator, train_seed_sequence
 
@@ -136,10 +137,14 @@ def trained_flow(
     world: World | None = None,
     stop: Callable[[], bool] = lambda: False,
     frozen: bool = False,
+    start: Flow | None = None,
 ) -> TrainedFlow:
     """The flow for ``card``: loaded when a finished matching checkpoint exists, else trained
-    (data-parallel over the MPI ranks when there are several; see ``mcmc.distributed``). ``frozen``:
-    the checkpoint must exist and is loaded as it is, finished or not (a resumed ensemble's flow).
+    (data-parallel over the MPI ranks when there are several; see ``mcmc.distributed``), after the
+    curriculum stages of ``train.stages`` (``mcmc.curriculum``). A new training starts from ``start``'s
+    weights where their shapes agree (the previous stage), else from ``train.init_from`` or as built.
+    ``frozen``: the checkpoint must exist and is loaded as it is, finished or not (a resumed ensemble's
+    flow).
 
     The flow is float32, on ``device``; the seconds are cumulative over resumed trainings.
     """
@@ -153,14 +158,20 @@ def trained_flow(
         saved = read_flow(path, theory, card)  # raises CheckpointMismatch
         flow = rebuild_flow(saved, theory, card, device)
         untrained = 0.0 if saved["step"] == 0 else math.nan   # no steps: no CPU time, not an old file
-        return TrainedFlow(flow, float(saved["seconds"]),
-                           cpu_seconds=last_cpu_seconds(saved["metrics"], default=untrained))
+        return _with_stage_costs(card, fcfg, TrainedFlow(
+            flow, float(saved["seconds"]), cpu_seconds=last_cpu_seconds(saved["metrics"], default=untrained)))
     path.parent.mkdir(parents=True, exist_ok=True)
     seeds = train_seed_sequence(card.seed)
     generator = torch_generator(seeds, device)
     flow = family(card).build(theory, fcfg, generator=generator, device=device)  # same weights on every rank
     resume = resume and status == "partial"
-    if not resume and tcfg.init_from:
+    if not resume and start is not None:
+        carry_weights(start, flow)
+    elif not resume and stage_cards(card):
+        carried = _run_stages(card, flow, device, progress=progress, world=world, stop=stop)
+        if carried is not None:
+            return carried
+    elif not resume and tcfg.init_from:
         source = _warm_start(flow, tcfg.init_from)  # before any rank trains: same start everywhere
         log.info("flow weights start from %s (trained for %s)", tcfg.init_from, source)
     accel = training_accel(flow, AccelConfig.from_mapping(card.accel.model_dump()), device)
@@ -197,9 +208,34 @@ def trained_flow(
         log.info("flow used as built: train.steps = 0")
     if world.rank == 0:
         _plot_training(result.metrics, Path(card.out) / "plots" / "training.png")
-    return TrainedFlow(
-        flow, result.seconds, interrupted=result.stopped_by == "signal", cpu_seconds=result.cpu_seconds
-    )
+    return _with_stage_costs(card, fcfg, TrainedFlow(
+        flow, result.seconds, interrupted=result.stopped_by == "signal", cpu_seconds=result.cpu_seconds))
+
+
+def _with_stage_costs(card: Card, fcfg: Any, trained: TrainedFlow) -> TrainedFlow:
+    """``trained`` with the curriculum stages' training seconds added (the cost of the whole run)."""
+    if not card.train.stages:
+        return trained
+    seconds, cpu = stage_costs(card, build_theory, fcfg.to_dict())
+    return TrainedFlow(trained.flow, trained.seconds + seconds, trained.interrupted,
+                       trained.cpu_seconds + cpu)
+
+
+def _run_stages(card: Card, flow: Flow, device: torch.device, *, progress: bool, world: World,
+                stop: Callable[[], bool]) -> TrainedFlow | None:
+    """Train the curriculum stages in order, each from the previous one's weights, and carry the last
+    stage's weights into ``flow``; an interrupted stage is returned (None otherwise)."""
+    previous = None
+    for stage in stage_cards(card):
+        trained = trained_flow(stage, build_theory(stage), device, progress=progress, world=world, stop=stop,
+                               start=previous)
+        if trained.interrupted:
+            return trained
+        previous = trained.flow
+    fresh = carry_weights(previous, flow)
+    log.info("curriculum: %d stages done; weights carried over%s", len(stage_cards(card)),
+             f" except {fresh}" if fresh else "")
+    return None
 
 
 def _warm_start(flow: Flow, path: str) -> Any:

@@ -1,0 +1,82 @@
+"""Curriculum training (``train.stages``): stages that precede the card's own training.
+
+Each stage is a mapping of theory keys (e.g. shape, lam, m2, beta: any key of the card's theory but
+``name``) and training keys (any of ``flows.train.TrainConfig`` but ``stages``), which override the card
+for that stage. The stages run in order, then the card's own training; each starts from the weights the
+previous one ended with (the best validated, under ``eval_every``). The conditioners are
+translation-equivariant convolutions, so weights learned at L = 8 start L = 16; a weight whose shape
+depends on the lattice (the φ⁴ Fourier layer) starts fresh. Stage i's checkpoint is
+``<out>/<ensemble>.stage<i>.flow.pt``; the training cost of a run is the sum over its stages and its own
+training.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from flows.checkpoint import CheckpointMismatch, load_checkpoint
+from flows.train import TrainConfig, last_cpu_seconds
+from mcmc.card import Card, CardError
+
+log = logging.getLogger("latflow")
+
+
+def stage_cards(card: Card) -> list[Card]:
+    """One card per stage of ``card.train.stages`` (none without stages), with the stage's overrides,
+    ``train.stages`` unset and ``name`` ``<ensemble>.stage<i>``; a key that is neither a theory key nor a
+    training key, or a bad value, raises ``CardError`` naming it."""
+    stages = card.train.stages or ()
+    theory_keys = set(type(card.theory).model_fields) - {"name"}
+    train_keys = set(TrainConfig.__dataclass_fields__) - {"stages"}
+    base = card.model_dump(mode="json")
+    cards = []
+    for i, stage in enumerate(stages):
+        unknown = sorted(set(stage) - theory_keys - train_keys)
+        if unknown:
+            raise CardError(f"card: train.stages[{i}].{unknown[0]} is neither a theory key "
+                            f"({', '.join(sorted(theory_keys))}) nor a training key")
+        data = {**base, "name": f"{card.ensemble}.stage{i}"}
+        data["theory"] = {**base["theory"], **{k: v for k, v in stage.items() if k in theory_keys}}
+        overrides = {k: v for k, v in stage.items() if k in train_keys}
+        data["train"] = {**base["train"], "stages": None, **overrides}
+        try:
+            cards.append(Card.model_validate(data))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise CardError(f"card: train.stages[{i}]: {where}: {err['msg']}") from None
+    return cards
+
+
+def carry_weights(source: torch.nn.Module, target: torch.nn.Module) -> list[str]:
+    """Copy every tensor of ``source``'s state into ``target`` where the name and shape agree; returns
+    the names left at ``target``'s own values (e.g. lattice-size dependent layers)."""
+    mine, kept = target.state_dict(), []
+    for name, tensor in source.state_dict().items():
+        if name in mine and mine[name].shape == tensor.shape:
+            mine[name] = tensor.to(mine[name].device, mine[name].dtype)
+        else:
+            kept.append(name)
+    kept += [name for name in mine if name not in source.state_dict()]
+    target.load_state_dict(mine)
+    return kept
+
+
+def stage_costs(card: Card, theory_of: Any, flow_config: dict[str, Any]) -> tuple[float, float]:
+    """(seconds, CPU seconds) of the stages' stored trainings (NaN CPU seconds when one is missing)."""
+    seconds, cpu = 0.0, 0.0
+    for stage in stage_cards(card):
+        path = Path(stage.out) / f"{stage.ensemble}.flow.pt"
+        try:
+            saved = load_checkpoint(path, theory_of(stage), flow_config)
+        except (FileNotFoundError, CheckpointMismatch):
+            return seconds, math.nan
+        seconds += float(saved["seconds"])
+        cpu += last_cpu_seconds(saved["metrics"], default=0.0)
+    return seconds, cpu

@@ -1,0 +1,48 @@
+"""Curriculum training (``train.stages``, ``mcmc.curriculum``): stages run in order on their own
+theories, weights carry over, and the run's training cost is the sum over stages."""
+
+import pytest
+import torch
+
+from flows.checkpoint import load_checkpoint
+from mcmc.card import CardError, parse_card
+from mcmc.curriculum import stage_cards
+from mcmc.setup import build_theory
+from mcmc.training import flow_config, trained_flow
+
+FLOW = {"coupling": "affine", "n_layers": 2, "hidden": [4], "fourier": False}
+
+
+def _card(tmp_path, stages, steps=0):
+    return parse_card({
+        "theory": {"name": "phi4", "shape": [8, 8], "m2": -4.0, "lam": 8.0},
+        "sampler": {"kind": "flow"}, "flow": FLOW,
+        "train": {"steps": steps, "batch_size": 16, "eval_every": 5, "eval_batch": 32, "stages": stages},
+        "seed": 4, "out": str(tmp_path / "run"),
+    })
+
+
+def test_stages_carry_weights_and_sum_their_cost(tmp_path):
+    card = _card(tmp_path, [{"shape": [4, 4], "steps": 10, "lam": 6.0}, {"shape": [6, 6], "steps": 0}])
+    stages = stage_cards(card)
+    assert [s.theory.shape for s in stages] == [(4, 4), (6, 6)] and stages[0].theory.lam == 6.0
+    assert stages[1].train.stages is None and stages[0].train.steps == 10 and stages[0].train.batch_size == 16
+    trained = trained_flow(card, build_theory(card), torch.device("cpu"), progress=False)
+    first = load_checkpoint(tmp_path / "run" / "run.stage0.flow.pt", build_theory(stages[0]))
+    assert first["step"] == 10
+    for name, tensor in trained.flow.state_dict().items():  # stage 1 and the card train 0 steps
+        assert torch.equal(tensor, first["model"][name]), name
+    total = sum(load_checkpoint(tmp_path / "run" / f"run{s}.flow.pt", theory)["seconds"]
+                for s, theory in ((".stage0", build_theory(stages[0])), (".stage1", build_theory(stages[1])),
+                                  ("", build_theory(card))))
+    assert trained.seconds == pytest.approx(total, rel=1e-9) and trained.seconds > first["seconds"]
+    again = trained_flow(card, build_theory(card), torch.device("cpu"), progress=False)  # loaded, not retrained
+    assert again.seconds == pytest.approx(total, rel=1e-9)
+    assert flow_config(card).to_dict() == first["flow_config"]
+
+
+def test_unknown_stage_key_is_refused(tmp_path):
+    with pytest.raises(CardError, match=r"train.stages\[0\].colour"):
+        stage_cards(_card(tmp_path, [{"colour": 3}]))
+    with pytest.raises(CardError, match=r"train.stages\[0\]"):
+        stage_cards(_card(tmp_path, [{"lam": -1.0}]))
