@@ -9,6 +9,12 @@ parameters (``flows.transforms``), the frozen ones are copied:
     y_F = x_F,   y_A = g(x_A; θ(x_F)),   log|det ∂y/∂x| = Σ_{a∈A} log|g'(x_a; θ(x_F))|.
 
 The Jacobian is triangular, so the log-det is exact (Albergo, Kanwar, Shanahan, PRD 100 (2019) 034515).
+
+Z₂ (``z2=True``): the layer commutes with φ → −φ. With R the parameter reflection for which
+g(x; Rθ) = −g(−x; θ) (affine (s, t) → (s, −t); spline: widths, heights and interior derivatives each
+reversed), the conditioner is symmetrised, θ(c) = [N(c) + R N(−c)]/2, so θ(−c) = R θ(c) and
+y(−x) = −y(x): shift odd and scale even in the frozen field. A normal prior and the linear
+:class:`FourierScaling` are Z₂-equivariant too, so a flow of these layers has q(−φ) = q(φ) exactly.
 """
 
 from __future__ import annotations
@@ -32,6 +38,17 @@ def n_params(coupling: str, bins: int) -> int:
     raise ValueError(f"coupling {coupling!r} is not one of ['affine', 'spline']")
 
 
+def reflect_params(params: torch.Tensor, coupling: str, bins: int, dim: int = -1) -> torch.Tensor:
+    """R θ along axis ``dim`` of ``params``: the parameters of the point-reflected map −g(−x; θ).
+    Affine (s, t) → (s, −t); spline: the K widths, K heights and K − 1 interior derivatives each in
+    reverse order."""
+    if coupling == "affine":
+        s, t = params.split(1, dim)
+        return torch.cat([s, -t], dim)
+    blocks = params.split([bins, bins, bins - 1], dim)
+    return torch.cat([b.flip(dim) for b in blocks], dim)
+
+
 class MaskedCoupling(nn.Module):
     """One checkerboard coupling layer on fields ``(B, *L)``.
 
@@ -50,10 +67,13 @@ class MaskedCoupling(nn.Module):
         activation: str = "tanh",
         bins: int = 8,
         bound: float = 5.0,
+        z2: bool = False,
     ) -> None:
         super().__init__()
         self.shape = tuple(shape)
         self.coupling = coupling
+        self.z2 = z2
+        self.bins = bins
         self.bound = float(bound)
         self.n_params = n_params(coupling, bins)
         active = checkerboard(self.shape, parity)
@@ -63,7 +83,12 @@ class MaskedCoupling(nn.Module):
 
     def _params(self, frozen: torch.Tensor) -> torch.Tensor:
         """Conditioner output at the active sites, ``(B, V/2, P)``, from the frozen field ``(B, *L)``."""
-        out = self.net((frozen * self.frozen_mask.to(frozen.dtype)).unsqueeze(1))
+        masked = (frozen * self.frozen_mask.to(frozen.dtype)).unsqueeze(1)
+        if self.z2:
+            plus, minus = self.net(torch.cat([masked, -masked])).chunk(2)
+            out = 0.5 * (plus + reflect_params(minus, self.coupling, self.bins, dim=1))
+        else:
+            out = self.net(masked)
         return out.flatten(2).index_select(2, self.active_index).transpose(1, 2)
 
     def _couple(self, x: torch.Tensor, direction: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,9 +158,11 @@ def coupling_stack(
     activation: str = "tanh",
     bins: int = 8,
     bound: float = 5.0,
+    z2: bool = False,
 ) -> nn.ModuleList:
-    """``n_layers`` couplings whose active colour alternates even, odd, even, ..."""
+    """``n_layers`` couplings whose active colour alternates even, odd, even, ... (Z₂-equivariant
+    with ``z2``)."""
     return nn.ModuleList(
-        MaskedCoupling(shape, i % 2, coupling, hidden, kernel_size, activation, bins, bound)
+        MaskedCoupling(shape, i % 2, coupling, hidden, kernel_size, activation, bins, bound, z2)
         for i in range(n_layers)
     )

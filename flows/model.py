@@ -31,6 +31,8 @@ class FlowConfig(MappingConfig):
     couplings; hidden: CNN hidden channels; kernel_size: odd CNN kernel; activation: one of
     ``flows.nets.ACTIVATIONS``; bins, bound: spline bins on [−bound, bound] (ignored for affine);
     fourier: start with a learned translation-invariant Gaussian layer (``FourierScaling``).
+    z2: make every coupling equivariant under φ → −φ (``flows.couplings``), so q(−φ) = q(φ) exactly
+    and the flow cannot favour one sign of the magnetisation; it doubles the conditioner cost.
     """
 
     coupling: str = "spline"
@@ -41,6 +43,8 @@ class FlowConfig(MappingConfig):
     bins: int = 8
     bound: float = 5.0
     fourier: bool = True
+    z2: bool = False
+
 
     def __post_init__(self) -> None:
         check_conditioner(self)
@@ -137,6 +141,7 @@ def build_flow(
             config.activation,
             config.bins,
             config.bound,
+            config.z2,
         )
         if config.fourier:
             layers.insert(0, FourierScaling(shape))
