@@ -276,6 +276,60 @@ def _show(bar: Any, run: _Run, metrics: dict[str, float]) -> None:
                         acc=f"{metrics['acceptance']:.3f}", val=best, skipped=run.n_skipped)
 
 
+class _Session:
+    """One call of :func:`train_flow`: its objects, clocks and the loop over steps."""
+
+    def __init__(self, flow: Flow, theory: Any, config: TrainConfig, optimizer: torch.optim.Optimizer,
+                 generator: torch.Generator, collective: Collective, run: _Run,
+                 tail_index: Callable[[np.ndarray], float] | None) -> None:
+        self.flow, self.theory, self.config, self.optimizer = flow, theory, config, optimizer
+        self.generator, self.collective, self.run, self.tail_index = generator, collective, run, tail_index
+        self.start, self.cpu_seconds = time.perf_counter(), cpu_clock(run.history)
+
+    def elapsed(self) -> float:
+        return self.run.seconds_before + time.perf_counter() - self.start
+
+    def payload(self, seconds: float | None = None) -> dict[str, Any]:
+        seconds = self.elapsed() if seconds is None else seconds
+        return checkpoint_payload(self.flow, self.theory, self.config, self.optimizer, self.generator,
+                                  self.run, seconds)
+
+    def validate(self) -> None:
+        """Validate unless off or already done at this step; keep the flow if it is the best."""
+        done, config = self.run.best.history["step"], self.config
+        if config.eval_every and (not done or done[-1] != self.run.step):
+            record = validate(self.flow, self.theory, config.eval_batch, config.eval_seed, self.tail_index)
+            record.update(step=self.run.step, cpu_seconds=self.cpu_seconds())
+            self.run.best.offer(self.flow, record)
+
+    def loop(self, path: Path | None, progress: bool, stop: Callable[[], bool]) -> str:
+        """Steps until the step count, the time budget or a stop request ends them; returns which."""
+        run, config = self.run, self.config
+        bar = tqdm(total=config.steps, initial=run.step, disable=not progress, desc="train flow",
+                   dynamic_ncols=True)
+        stopped_by = "steps"
+        while run.step < config.steps:
+            now = config.spent(self.elapsed(), self.cpu_seconds())
+            out_of_time, stop_now, now = self.collective.agree(
+                config.max_seconds is not None and now >= config.max_seconds, stop(), now)
+            if out_of_time or stop_now:
+                stopped_by = "signal" if stop_now else "time"
+                break
+            metrics, skipped = _train_step(self.flow, self.theory, config, self.optimizer, self.generator,
+                                           run.step, now, self.collective)
+            run.n_skipped, run.step = run.n_skipped + int(skipped), run.step + 1
+            metrics["seconds"], metrics["cpu_seconds"] = self.elapsed(), self.cpu_seconds()
+            for k in METRICS:
+                run.history[k].append(metrics[k])
+            if config.eval_every and run.step % config.eval_every == 0:
+                self.validate()
+            _show(bar, run, metrics)
+            if config.checkpoint_every and run.step % config.checkpoint_every == 0:
+                self.collective.save(path, self.payload, self.generator)
+        bar.close()
+        return stopped_by
+
+
 def train_flow(
     flow: Flow,
     theory: Any,
@@ -309,46 +363,13 @@ def train_flow(
     path = Path(checkpoint_path) if checkpoint_path is not None else None
     saved = collective.load(path, theory, flow) if resume else None
     run = _resume(saved, flow, optimizer, generator, collective) if saved is not None else _Run()
+    session = _Session(flow, theory, config, optimizer, generator, collective, run, tail_index)
     flow.train()
-    start, cpu_seconds = time.perf_counter(), cpu_clock(run.history)
-
-    def elapsed() -> float:
-        return run.seconds_before + time.perf_counter() - start
-
-    def payload() -> dict[str, Any]:
-        return checkpoint_payload(flow, theory, config, optimizer, generator, run, elapsed())
-
-    def validate_now() -> None:
-        if config.eval_every and (not run.best.history["step"] or run.best.history["step"][-1] != run.step):
-            record = validate(flow, theory, config.eval_batch, config.eval_seed, tail_index)
-            run.best.offer(flow, {**record, "step": run.step, "cpu_seconds": cpu_seconds()})
-
-    validate_now()  # the start (a fresh run) competes too
-    stopped_by = "steps"
-    bar = tqdm(total=config.steps, initial=run.step, disable=not progress, desc="train flow",
-               dynamic_ncols=True)
-    while run.step < config.steps:
-        now = config.spent(elapsed(), cpu_seconds())
-        out_of_time, stop_now, now = collective.agree(
-            config.max_seconds is not None and now >= config.max_seconds, stop(), now)
-        if out_of_time or stop_now:
-            stopped_by = "signal" if stop_now else "time"
-            break
-        metrics, skipped = _train_step(flow, theory, config, optimizer, generator, run.step, now, collective)
-        run.n_skipped, run.step = run.n_skipped + int(skipped), run.step + 1
-        metrics["seconds"], metrics["cpu_seconds"] = elapsed(), cpu_seconds()
-        for k in METRICS:
-            run.history[k].append(metrics[k])
-        if config.eval_every and run.step % config.eval_every == 0:
-            validate_now()
-        _show(bar, run, metrics)
-        if config.checkpoint_every and run.step % config.checkpoint_every == 0:
-            collective.save(path, payload, generator)
-    bar.close()
-    validate_now()  # the end
-    seconds = elapsed()
-    collective.save(path, lambda: checkpoint_payload(flow, theory, config, optimizer, generator, run, seconds),
-                    generator)
+    session.validate()  # the start (a fresh run) competes too
+    stopped_by = session.loop(path, progress, stop)
+    session.validate()  # the end
+    seconds = session.elapsed()
+    collective.save(path, lambda: session.payload(seconds), generator)
     if run.best.state is not None:
         flow.load_state_dict(run.best.state)
     flow.eval()
