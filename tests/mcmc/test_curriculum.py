@@ -36,7 +36,7 @@ def test_stages_carry_weights_and_sum_their_cost(tmp_path):
                 for s, theory in ((".stage0", build_theory(stages[0])), (".stage1", build_theory(stages[1])),
                                   ("", build_theory(card))))
     assert trained.seconds == pytest.approx(total, rel=1e-9) and trained.seconds > first["seconds"]
-    again = trained_flow(card, build_theory(card), torch.device("cpu"), progress=False)  # loaded, not retrained
+    again = trained_flow(card, build_theory(card), torch.device("cpu"), progress=False)  # loaded
     assert again.seconds == pytest.approx(total, rel=1e-9)
     assert flow_config(card).to_dict() == first["flow_config"]
 
