@@ -31,6 +31,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from flows.transforms import softmax
+
 TWO_PI = 2.0 * math.pi
 MIN_SCALE = 1e-3  # smallest NCP α
 MIN_BIN = 1e-3  # smallest spline bin width/height, as a fraction of 2π
@@ -132,7 +134,7 @@ def _knot_grid(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Bin sizes ``(..., K)`` and knots ``(..., K + 1)`` partitioning [0, 2π], from logits ``(..., K)``;
     every bin is at least MIN_BIN·2π wide and the end knots are exactly 0 and 2π."""
     k = logits.shape[-1]
-    sizes = TWO_PI * (MIN_BIN + (1.0 - k * MIN_BIN) * torch.softmax(logits, dim=-1))
+    sizes = TWO_PI * (MIN_BIN + (1.0 - k * MIN_BIN) * softmax(logits, dim=-1))
     inner = torch.cumsum(sizes, dim=-1)[..., :-1]
     knots = torch.cat([torch.zeros_like(sizes[..., :1]), inner, torch.full_like(sizes[..., :1], TWO_PI)], -1)
     return knots[..., 1:] - knots[..., :-1], knots

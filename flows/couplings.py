@@ -89,7 +89,9 @@ class MaskedCoupling(nn.Module):
             out = 0.5 * (plus + reflect_params(minus, self.coupling, self.bins, dim=1))
         else:
             out = self.net(masked)
-        return out.flatten(2).index_select(2, self.active_index).transpose(1, 2)
+        # sites-major and contiguous before the gather: a row gather, and the transforms then work on a
+        # contiguous last axis (a strided one makes softmax and friends several times slower on CPUs)
+        return out.flatten(2).transpose(1, 2).contiguous().index_select(1, self.active_index)
 
     def _couple(self, x: torch.Tensor, direction: int) -> tuple[torch.Tensor, torch.Tensor]:
         params = self._params(x)

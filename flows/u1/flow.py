@@ -108,6 +108,27 @@ def position_features(shape: Sequence[int], stride: int = STRIDE) -> torch.Tenso
     return torch.cat(hot).float()
 
 
+def conditioner_window(active: torch.Tensor, reach: int) -> tuple[torch.Tensor | None, ...]:
+    """The part of the lattice a conditioner of receptive radius ``reach`` needs for the active sites
+    ``active (L0, L1)``: per axis, the circular interval from the first active coordinate − reach to the
+    last + reach, or None when that interval covers the axis (then nothing is cropped). Returns the two
+    axes' index tensors and the active sites' flat indices in the cropped window (None, None, None when
+    no axis is cropped). A periodic CNN on the window gives the full lattice's output at its centre:
+    only the ``reach`` outermost rows of the window see its wrong (wrapped) padding."""
+    windows = []
+    for axis, extent in enumerate(active.shape):
+        coords = torch.nonzero(active.any(dim=1 - axis)).squeeze(1)
+        lo, hi = int(coords.min()), int(coords.max())
+        width = hi - lo + 1 + 2 * reach
+        windows.append(None if width >= extent or hi - lo + 1 != coords.numel() else
+                       torch.arange(lo - reach, lo - reach + width) % extent)
+    if windows[0] is None and windows[1] is None:
+        return None, None, None
+    full = [torch.arange(n) if w is None else w for n, w in zip(active.shape, windows, strict=True)]
+    cropped = active[full[0]][:, full[1]]
+    return full[0], full[1], torch.nonzero(cropped.flatten()).squeeze(1)
+
+
 class U1GaugeCoupling(nn.Module):
     """One gauge-equivariant coupling on 2D U(1) links ``(B, 2, L0, L1)`` (module docstring).
 
@@ -142,6 +163,11 @@ class U1GaugeCoupling(nn.Module):
             raise ValueError("the region must contain the active and passive plaquettes (else the layer "
                              "would change its loop)")
         self.register_buffer("region", None if region is None else region.bool(), persistent=False)
+        reach = (len(config.hidden) + 1) * (config.kernel_size // 2)
+        window = conditioner_window(masks["active"], reach)
+        self.register_buffer("window_0", window[0], persistent=False)
+        self.register_buffer("window_1", window[1], persistent=False)
+        self.register_buffer("window_active", window[2], persistent=False)
         self.base: tuple[torch.Tensor, torch.Tensor] | None = None  # set_base_map
         self.conditional: ConditionalTable | None = None  # set_conditional_base_map
 
@@ -157,7 +183,10 @@ class U1GaugeCoupling(nn.Module):
         if self.position is not None:
             position = self.position.to(plaq.dtype).expand(plaq.shape[0], -1, -1, -1)
             features = torch.cat([features, position], dim=1)
-        return self.net(features).flatten(2).index_select(2, self.active_index).transpose(1, 2)
+        if self.window_active is None:
+            return self.net(features).flatten(2).index_select(2, self.active_index).transpose(1, 2)
+        cropped = features.index_select(2, self.window_0).index_select(3, self.window_1)
+        return self.net(cropped).flatten(2).index_select(2, self.window_active).transpose(1, 2)
 
     def set_base_map(self, x_knots: torch.Tensor, y_knots: torch.Tensor) -> None:
         """Apply the fixed piecewise-linear circle map through the knots ``(K + 1,)`` (float64,
