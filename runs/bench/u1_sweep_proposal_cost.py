@@ -13,21 +13,28 @@ import torch
 from flows.u1.flow import build_u1_flow
 from lattice.u1 import U1
 
-torch.set_num_threads(1)
-L = int(sys.argv[1]); B = int(sys.argv[2]); prof = len(sys.argv) > 3
-th = U1((L, L), 6.0)
-t = time.process_time()
-config = {"coupling": "spline", "sweep": True, "init": "wilson", "n_layers": 0, "hidden": [4], "kernel_size": 3,
-          "bins": 8}
-flow = build_u1_flow(th, config)
-print("build", round(time.process_time() - t, 2))
-prop = flow.as_float64(conditioner_dtype=torch.float32)
-g = torch.Generator().manual_seed(0)
-prop.sample(B, g)
-t = time.process_time(); n = 2
-for _ in range(n): prop.sample(B, g)
-print(f"L={L}: {(time.process_time() - t) / (n * B) * 1e3:.2f} ms CPU per proposal (batch {B})")
-if prof:
-    with torch.profiler.profile() as p:
-        prop.sample(B, g)
-    print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    size, batch, profile = int(sys.argv[1]), int(sys.argv[2]), len(sys.argv) > 3
+    start = time.process_time()
+    config = {"coupling": "spline", "sweep": True, "init": "wilson", "n_layers": 0, "hidden": [4],
+              "kernel_size": 3, "bins": 8}
+    flow = build_u1_flow(U1((size, size), 6.0), config)
+    print("build", round(time.process_time() - start, 2))
+    proposal = flow.as_float64(conditioner_dtype=torch.float32)
+    generator = torch.Generator().manual_seed(0)
+    proposal.sample(batch, generator)
+    start, n = time.process_time(), 2
+    for _ in range(n):
+        proposal.sample(batch, generator)
+    print(f"L={size}: {(time.process_time() - start) / (n * batch) * 1e3:.2f} ms CPU per proposal (batch {batch})")
+    if profile:
+        with torch.profiler.profile() as prof:
+            proposal.sample(batch, generator)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+if __name__ == "__main__":
+    main()
