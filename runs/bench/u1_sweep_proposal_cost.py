@@ -14,7 +14,6 @@ from flows.u1.flow import build_u1_flow
 from lattice.u1 import U1
 
 
-
 def main() -> None:
     torch.set_num_threads(1)
     size, batch, profile = int(sys.argv[1]), int(sys.argv[2]), len(sys.argv) > 3
