@@ -50,7 +50,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     for L in args.L:
-        rate = max(steps_per_cpu_second(L, args.steps, args.batch, args.estimator) for _ in range(args.repeat))
+        rates = [steps_per_cpu_second(L, args.steps, args.batch, args.estimator) for _ in range(args.repeat)]
+        rate = max(rates)
         print(f"L={L} batch={args.batch} estimator={args.estimator}: {rate:.2f} steps per CPU second")
         if args.profile:
             profile(L, args.batch, args.estimator)

@@ -28,7 +28,8 @@ def main() -> None:
     start, n = time.process_time(), 2
     for _ in range(n):
         proposal.sample(batch, generator)
-    print(f"L={size}: {(time.process_time() - start) / (n * batch) * 1e3:.2f} ms CPU per proposal (batch {batch})")
+    per_proposal = (time.process_time() - start) / (n * batch)
+    print(f"L={size}: {per_proposal * 1e3:.2f} ms CPU per proposal (batch {batch})")
     if profile:
         with torch.profiler.profile() as prof:
             proposal.sample(batch, generator)
