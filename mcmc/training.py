@@ -50,7 +50,10 @@ def flow_config(card: Card) -> Any:
 
 
 def train_config(card: Card) -> TrainConfig:
-    return TrainConfig.from_mapping(section_settings(card.train, TrainConfig, "train"))
+    """The card's ``train`` section; keys it leaves unset take the flow family's ``train_defaults``,
+    then ``TrainConfig``'s."""
+    settings = section_settings(card.train, TrainConfig, "train")
+    return TrainConfig.from_mapping({**family(card).train_defaults, **settings})
 
 
 def read_flow(path: Path, theory: Any, card: Card) -> dict[str, Any]:
