@@ -243,8 +243,9 @@ def test_destructive_learning_rate_hands_over_the_best_flow(tmp_path):
     start_ess = validate(trained, THEORY, 256, config.eval_seed)["ess"]
     assert start_ess > 0.2
     res = train_flow(trained, THEORY, config, torch.Generator().manual_seed(3),
-                     checkpoint_path=tmp_path / "f.pt", progress=False)
+                     checkpoint_path=tmp_path / "f.pt", progress=False, tail_index=lambda logw: logw.size)
     val = res.validation
+    assert np.all(val["khat"] == 256)  # the tail-index hook sees each validation's log-weights
     assert list(val["step"]) == [0, 5, 10, 15, 20, 25, 30]
     assert val["ess"][0] == pytest.approx(start_ess, rel=1e-12)
     assert val["ess"][-1] < 0.5 * val["ess"][0]  # the learning rate did destroy the flow
