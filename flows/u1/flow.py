@@ -171,22 +171,29 @@ class U1GaugeCoupling(nn.Module):
         self.base: tuple[torch.Tensor, torch.Tensor] | None = None  # set_base_map
         self.conditional: ConditionalTable | None = None  # set_conditional_base_map
 
+    def _crop(self, t: torch.Tensor) -> torch.Tensor:
+        """``t (..., L0, L1)`` on the conditioner's window (unchanged without one)."""
+        if self.window_active is None:
+            return t
+        return t.index_select(-2, self.window_0).index_select(-1, self.window_1)
+
     def _params(self, plaq: torch.Tensor) -> torch.Tensor:
-        """Circle-map parameters ``(B, n_active, P)`` from the frozen plaquettes of ``plaq (B, L0, L1)``."""
-        mask = self.frozen_mask.to(plaq.dtype)
-        channels = [torch.cos(plaq) * mask, torch.sin(plaq) * mask]
+        """Circle-map parameters ``(B, n_active, P)`` from the frozen plaquettes of ``plaq (B, L0, L1)``;
+        the features are computed on the conditioner's window only."""
         if self.loops:  # the 1×2 loop active + passive does not contain the updated link
-            active = self.active_mask.to(plaq.dtype)
-            loop = plaq + torch.roll(plaq, 1, dims=2 if self.mu == 0 else 1)
+            loop = self._crop(plaq + torch.roll(plaq, 1, dims=2 if self.mu == 0 else 1))
+        plaq = self._crop(plaq)
+        mask = self._crop(self.frozen_mask).to(plaq.dtype)
+        channels = [torch.cos(plaq) * mask, torch.sin(plaq) * mask]
+        if self.loops:
+            active = self._crop(self.active_mask).to(plaq.dtype)
             channels += [torch.cos(loop) * active, torch.sin(loop) * active]
         features = torch.stack(channels, dim=1)
         if self.position is not None:
-            position = self.position.to(plaq.dtype).expand(plaq.shape[0], -1, -1, -1)
+            position = self._crop(self.position).to(plaq.dtype).expand(plaq.shape[0], -1, -1, -1)
             features = torch.cat([features, position], dim=1)
-        if self.window_active is None:
-            return self.net(features).flatten(2).index_select(2, self.active_index).transpose(1, 2)
-        cropped = features.index_select(2, self.window_0).index_select(3, self.window_1)
-        return self.net(cropped).flatten(2).index_select(2, self.window_active).transpose(1, 2)
+        index = self.active_index if self.window_active is None else self.window_active
+        return self.net(features).flatten(2).index_select(2, index).transpose(1, 2)
 
     def set_base_map(self, x_knots: torch.Tensor, y_knots: torch.Tensor) -> None:
         """Apply the fixed piecewise-linear circle map through the knots ``(K + 1,)`` (float64,

@@ -136,7 +136,8 @@ def test_cropped_conditioners_equal_the_full_lattice_ones():
     """The sweep couplings run their CNN on the window their active sites need (``conditioner_window``);
     with random conditioner weights the flow equals the one whose CNNs see the whole lattice."""
     theory = U1((7, 9), 2.0)
-    config = {"sweep": True, "n_layers": 0, "hidden": [4], "kernel_size": 3, "init": "wilson"}
+    config = {"sweep": True, "n_layers": 0, "hidden": [4], "kernel_size": 3, "init": "wilson", "loops": True,
+              "positional": True}
     cropped = build_u1_flow(theory, config, dtype=torch.float64)
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():
