@@ -275,13 +275,42 @@ def parse_card(raw: Any, overrides: list[str] | None = None) -> Card:
         raise CardError("a run card must be a YAML mapping with at least a 'theory' section")
     raw = apply_overrides(raw, overrides or [])
     try:
-        return Card.model_validate(raw)
+        card = Card.model_validate(raw)
+        stage_cards(card)  # a bad curriculum stops the run here, before any work
+        return card
     except ValidationError as exc:
         first = exc.errors()[0]
         if first["type"] == "extra_forbidden" and first["loc"][:1] == ("theory",):
             first = {**first, "input_parent": raw.get("theory")}
         more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
         raise CardError(f"card: {_describe(first, Card)}{more}") from None
+
+
+def stage_cards(card: Card) -> list[Card]:
+    """One card per stage of ``card.train.stages`` (none without stages), with the stage's overrides,
+    ``train.stages`` unset and ``name`` ``<ensemble>.stage<i>``; a key that is neither a theory key nor a
+    training key, or a bad value, raises ``CardError`` naming it."""
+    stages = card.train.stages or ()
+    theory_keys = set(type(card.theory).model_fields) - {"name"}
+    train_keys = set(TrainConfig.__dataclass_fields__) - {"stages"}
+    base = card.model_dump(mode="json")
+    cards = []
+    for i, stage in enumerate(stages):
+        unknown = sorted(set(stage) - theory_keys - train_keys)
+        if unknown:
+            raise CardError(f"card: train.stages[{i}].{unknown[0]} is neither a theory key "
+                            f"({', '.join(sorted(theory_keys))}) nor a training key")
+        data = {**base, "name": f"{card.ensemble}.stage{i}"}
+        data["theory"] = {**base["theory"], **{k: v for k, v in stage.items() if k in theory_keys}}
+        overrides = {k: v for k, v in stage.items() if k in train_keys}
+        data["train"] = {**base["train"], "stages": None, **overrides}
+        try:
+            cards.append(Card.model_validate(data))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise CardError(f"card: train.stages[{i}]: {where}: {err['msg']}") from None
+    return cards
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -7,7 +7,7 @@ previous one ended with (the best validated, under ``eval_every``). The conditio
 translation-equivariant convolutions, so weights learned at L = 8 start L = 16; a weight whose shape
 depends on the lattice (the φ⁴ Fourier layer) starts fresh. Stage i's checkpoint is
 ``<out>/<ensemble>.stage<i>.flow.pt``; the training cost of a run is the sum over its stages and its own
-training.
+training. The stage cards are made, and checked when the card is read, by ``mcmc.card.stage_cards``.
 """
 
 from __future__ import annotations
@@ -18,40 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import ValidationError
 
 from flows.checkpoint import CheckpointMismatch, load_checkpoint
-from flows.train import TrainConfig, last_cpu_seconds
-from mcmc.card import Card, CardError
+from flows.train import last_cpu_seconds
+from mcmc.card import Card, stage_cards
 
 log = logging.getLogger("latflow")
-
-
-def stage_cards(card: Card) -> list[Card]:
-    """One card per stage of ``card.train.stages`` (none without stages), with the stage's overrides,
-    ``train.stages`` unset and ``name`` ``<ensemble>.stage<i>``; a key that is neither a theory key nor a
-    training key, or a bad value, raises ``CardError`` naming it."""
-    stages = card.train.stages or ()
-    theory_keys = set(type(card.theory).model_fields) - {"name"}
-    train_keys = set(TrainConfig.__dataclass_fields__) - {"stages"}
-    base = card.model_dump(mode="json")
-    cards = []
-    for i, stage in enumerate(stages):
-        unknown = sorted(set(stage) - theory_keys - train_keys)
-        if unknown:
-            raise CardError(f"card: train.stages[{i}].{unknown[0]} is neither a theory key "
-                            f"({', '.join(sorted(theory_keys))}) nor a training key")
-        data = {**base, "name": f"{card.ensemble}.stage{i}"}
-        data["theory"] = {**base["theory"], **{k: v for k, v in stage.items() if k in theory_keys}}
-        overrides = {k: v for k, v in stage.items() if k in train_keys}
-        data["train"] = {**base["train"], "stages": None, **overrides}
-        try:
-            cards.append(Card.model_validate(data))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise CardError(f"card: train.stages[{i}]: {where}: {err['msg']}") from None
-    return cards
 
 
 def carry_weights(source: torch.nn.Module, target: torch.nn.Module) -> list[str]:
