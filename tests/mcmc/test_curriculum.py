@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from flows.checkpoint import load_checkpoint
-from mcmc.card import CardError, parse_card
-from mcmc.card import stage_cards
+from mcmc.card import CardError, parse_card, stage_cards
 from mcmc.setup import build_theory
 from mcmc.training import flow_config, trained_flow
 
