@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from flows.accel import AccelConfig, training_accel
@@ -181,7 +182,7 @@ def trained_flow(
     if world.size == 1:
         with accel:
             result = train_flow(flow, theory, tcfg, generator, checkpoint_path=path, resume=resume,
-                                progress=progress, stop=stop)
+                                progress=progress, stop=stop, tail_index=_pareto_k)
     else:
         from mcmc.distributed import process_group, train_distributed
 
@@ -197,6 +198,7 @@ def trained_flow(
                 resume=resume,
                 progress=progress,
                 stop=stop,
+                tail_index=_pareto_k,
             )
     if result.steps_done:
         log.info(
@@ -209,10 +211,23 @@ def trained_flow(
         )
     else:
         log.info("flow used as built: train.steps = 0")
+    val = result.validation
+    if len(val.get("ess", ())):
+        best = int(np.nanargmax(val["ess"])) if np.isfinite(val["ess"]).any() else 0
+        log.info("validation (%d proposals): ESS %.3f at the start, best %.3f at step %d (Pareto k̂ %.2f); "
+                 "the flow kept is that one", tcfg.eval_batch, val["ess"][0], val["ess"][best],
+                 result.best_step, val["khat"][best])
     if world.rank == 0:
         _plot_training(result.metrics, Path(card.out) / "plots" / "training.png")
     return _with_stage_costs(card, fcfg, TrainedFlow(
         flow, result.seconds, interrupted=result.stopped_by == "signal", cpu_seconds=result.cpu_seconds))
+
+
+def _pareto_k(logw: Any) -> float:
+    """Pareto k̂ of a validation set's importance weights (``observables.psis``), for the training log."""
+    from observables.psis import pareto_k
+
+    return float(pareto_k(logw).k)
 
 
 def _with_stage_costs(card: Card, fcfg: Any, trained: TrainedFlow) -> TrainedFlow:

@@ -38,6 +38,7 @@ def test_stages_carry_weights_and_sum_their_cost(tmp_path):
     again = trained_flow(card, build_theory(card), torch.device("cpu"), progress=False)  # loaded
     assert again.seconds == pytest.approx(total, rel=1e-9)
     assert flow_config(card).to_dict() == first["flow_config"]
+    assert len(first["best"]["history"]["khat"]) == len(first["best"]["history"]["ess"]) == 3  # 0, 5, 10
 
 
 def test_unknown_stage_key_is_refused(tmp_path):
