@@ -67,13 +67,17 @@ def tail_length(n: int) -> int:
 def gpd_fit(x: ArrayLike) -> tuple[float, float]:
     """Zhang–Stephens empirical-Bayes fit of a GPD to exceedances ``x (M,)`` ≥ 0 (module docstring).
 
-    Returns ``(k, sigma)`` before the weakly informative shrinkage.
+    Returns ``(k, sigma)`` before the weakly informative shrinkage; ``(inf, nan)`` when the exceedances
+    underflow (a tail spanning more than e^700, as an untrained flow on a large lattice gives).
     """
     x = np.sort(np.asarray(x, dtype=np.float64))
     n = x.size
+    quartile = x[int(n / 4 + 0.5) - 1]
+    if not quartile > 0.0:  # the tail spans more than e^700: it underflowed, an unboundedly heavy tail
+        return math.inf, math.nan
     m = 30 + int(math.sqrt(n))
     j = np.arange(1, m + 1, dtype=np.float64)
-    theta = 1.0 / x[-1] + (1.0 - np.sqrt(m / (j - 0.5))) / (3.0 * x[int(n / 4 + 0.5) - 1])
+    theta = 1.0 / x[-1] + (1.0 - np.sqrt(m / (j - 0.5))) / (3.0 * quartile)
     k = np.log1p(-theta[:, None] * x).mean(axis=1)
     loglik = n * (np.log(-theta / k) - k - 1.0)
     with np.errstate(over="ignore"):  # a far smaller ℓ(θ_j) gives weight 0
@@ -82,6 +86,8 @@ def gpd_fit(x: ArrayLike) -> tuple[float, float]:
     weights = weights[keep] / weights[keep].sum()
     theta_hat = float(np.sum(theta[keep] * weights))
     k_hat = float(np.log1p(-theta_hat * x).mean())
+    if theta_hat == 0.0 or not math.isfinite(k_hat):
+        return math.inf, math.nan
     return k_hat, -k_hat / theta_hat
 
 

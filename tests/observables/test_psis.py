@@ -67,3 +67,12 @@ def test_warnings():
     assert "slowly" in ParetoK(0.6, 1.0, 20, 100).warning()
     assert "unreliable" in ParetoK(0.8, 1.0, 20, 100).warning()
     assert K_SLOW < K_BAD
+
+
+def test_a_tail_wider_than_the_float_range_is_infinitely_heavy():
+    """Log weights spread over thousands (an untrained flow at L = 32) underflow e^{logw - max}: k̂ is
+    inf, with the > 0.7 warning, never a division by zero."""
+    logw = np.concatenate([np.zeros(900), np.linspace(0.0, 5000.0, 100)])
+    result = pareto_k(logw)
+    assert result.k == float("inf")
+    assert "> 0.7" in result.warning()
