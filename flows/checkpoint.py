@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from flows.model import Flow, FlowConfig, build_flow
+from flows.model import Flow
 
 CHECKPOINT_FORMAT = "latflow.flow_checkpoint/1"
 
@@ -89,24 +89,3 @@ def warm_start(flow: Flow, path: str | os.PathLike) -> dict[str, Any]:
         first = str(exc).strip().splitlines()[-1].strip()
         raise CheckpointMismatch(f"train.init_from: {path} does not fit this flow ({first})") from None
     return saved["theory"]
-
-
-def load_flow(
-    path: str | os.PathLike,
-    theory: Any,
-    flow_config: FlowConfig | Mapping[str, Any] | None = None,
-    *,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
-) -> Flow:
-    """The trained flow stored at ``path``, rebuilt from its saved architecture (checked against
-    ``flow_config`` when given) and checked against ``theory``."""
-    if isinstance(flow_config, FlowConfig):
-        flow_config = flow_config.to_dict()
-    elif flow_config is not None:
-        flow_config = FlowConfig.from_mapping(flow_config).to_dict()
-    saved = load_checkpoint(path, theory, flow_config)
-    flow = build_flow(theory, saved["flow_config"], dtype=dtype, device=device)
-    flow.load_state_dict(saved["model"])
-    return flow
-

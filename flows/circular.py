@@ -31,7 +31,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from flows.transforms import softmax
+from flows.transforms import rq_forward_in_bin, rq_inverse_in_bin, softmax
 
 TWO_PI = 2.0 * math.pi
 MIN_SCALE = 1e-3  # smallest NCP α
@@ -159,45 +159,24 @@ def _spline_bins(params: torch.Tensor, values: torch.Tensor, in_y: bool) -> tupl
     return pick(x_knots), pick(widths), pick(y_knots), pick(heights), pick(slopes), pick(slopes, 1)
 
 
-def _spline_log_slope(xi: torch.Tensor, s: torch.Tensor, d0: torch.Tensor, d1: torch.Tensor) -> torch.Tensor:
-    """log dy/dx = log s² [d₁ξ² + 2sξ(1−ξ) + d₀(1−ξ)²] − 2 log [s + (d₁ + d₀ − 2s) ξ(1−ξ)]."""
-    mix = xi * (1.0 - xi)
-    numerator = d1 * xi * xi + 2.0 * s * mix + d0 * (1.0 - xi) ** 2
-    denominator = s + (d1 + d0 - 2.0 * s) * mix
-    return 2.0 * torch.log(s) + torch.log(numerator) - 2.0 * torch.log(denominator)
-
-
 def circular_spline_forward(x: torch.Tensor, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Circular rational-quadratic spline on [0, 2π]; ``x (...)``, ``params (..., 3K)``.
 
-    In bin k with ξ = (x − x_k)/w_k, s = h_k/w_k:
-        y = y_k + h_k [s ξ² + d_k ξ(1−ξ)] / [s + (d_{k+1} + d_k − 2s) ξ(1−ξ)].
+    In bin k, with ξ = (x − x_k)/w_k, the map of ``flows.transforms.rq_forward_in_bin``.
     Returns ``(y ∈ [0, 2π] (...), log dy/dx (...))``.
     """
     x_k, w_k, y_k, h_k, d0, d1 = _spline_bins(params, x, in_y=False)
     xi = ((x - x_k) / w_k).clamp(0.0, 1.0)
-    s = h_k / w_k
-    mix = xi * (1.0 - xi)
-    y = y_k + h_k * (s * xi * xi + d0 * mix) / (s + (d1 + d0 - 2.0 * s) * mix)
-    return y, _spline_log_slope(xi, s, d0, d1)
+    rise, log_slope = rq_forward_in_bin(xi, h_k / w_k, h_k, d0, d1)
+    return y_k + rise, log_slope
 
 
 def circular_spline_inverse(y: torch.Tensor, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverse of :func:`circular_spline_forward`: ``(x ∈ [0, 2π] (...), log dx/dy (...))``.
-
-    ξ solves a ξ² + b ξ + c = 0 with Δ = y − y_k, r = d_{k+1} + d_k − 2s, a = h_k(s − d_k) + Δr,
-    b = h_k d_k − Δr, c = −sΔ; the root in [0, 1] is ξ = 2c / (−b − √(b² − 4ac)) (no cancellation).
-    """
+    """Inverse of :func:`circular_spline_forward`: ``(x ∈ [0, 2π] (...), log dx/dy (...))`` (ξ in bin k
+    from ``flows.transforms.rq_inverse_in_bin``)."""
     x_k, w_k, y_k, h_k, d0, d1 = _spline_bins(params, y, in_y=True)
-    s = h_k / w_k
-    delta = y - y_k
-    r = d1 + d0 - 2.0 * s
-    a = h_k * (s - d0) + delta * r
-    b = h_k * d0 - delta * r
-    c = -s * delta
-    root = torch.sqrt((b * b - 4.0 * a * c).clamp(min=0.0))
-    xi = (2.0 * c / (-b - root)).clamp(0.0, 1.0)
-    return x_k + xi * w_k, -_spline_log_slope(xi, s, d0, d1)
+    xi, log_slope = rq_inverse_in_bin(y - y_k, h_k / w_k, h_k, d0, d1)
+    return x_k + xi * w_k, -log_slope
 
 
 CIRCULAR_TRANSFORMS: dict[str, tuple[Transform, Transform, Callable[[int], int]]] = {

@@ -22,21 +22,16 @@ class MappingConfig:
 
     ``_section``: the card section named in the error ("flow", "train"); ``_accepts``: the words before
     the list of accepted keys; ``_ignored``: keys accepted and dropped (settings of another flow family
-    that a card may carry); ``_implicit``: keys added after checkpoints of this family were first
-    written, with the value that reproduces the older behaviour. ``to_dict`` leaves such a key out while
-    it has that value, so a checkpoint written before the key existed still matches its config.
+    that a card may carry).
     """
 
     _section: ClassVar[str] = "flow"
     _accepts: ClassVar[str] = "accepted keys are"
     _ignored: ClassVar[tuple[str, ...]] = ()
-    _implicit: ClassVar[dict[str, Any]] = {}
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-container form (lists, numbers, strings), as stored in checkpoints; keys of ``_implicit``
-        at their implicit value are left out."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
-                if k not in self._implicit or v != self._implicit[k]}
+        """Plain-container form (lists, numbers, strings), as stored in checkpoints."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_mapping(cls: type[C], config: Mapping[str, Any] | None) -> C:

@@ -21,6 +21,7 @@ from flows.config import MappingConfig, check_choice, check_conditioner
 from flows.couplings import FourierScaling, coupling_stack
 from flows.nets import conditioners_to, reset_parameters
 from flows.priors import NormalPrior
+from lattice.theories import Theory
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class Flow(nn.Module):
 
 
 def build_flow(
-    theory: Any,
+    theory: Theory,
     config: FlowConfig | Mapping[str, Any] | None = None,
     *,
     generator: torch.Generator | None = None,

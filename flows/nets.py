@@ -120,8 +120,8 @@ class ConvNet(nn.Module):
 def conditioners_to(module: nn.Module, dtype: torch.dtype) -> nn.Module:
     """Cast every :class:`ConvNet` inside ``module`` to ``dtype``, in place; returns ``module``.
 
-    Used by ``flows.model.Flow.as_float64`` to keep the conditioners in float32 inside a float64 map:
-    3.2× cheaper φ⁴ proposals on one CPU thread (``runs/bench/flow_sampling_dtype.py``).
+    Used by ``flows.model.Flow.as_float64`` to keep the conditioners in float32 inside a float64 map
+    (cheaper proposals, same exactness; the cost is measured by ``runs/bench/flow_sampling_dtype.py``).
     """
     for net in module.modules():
         if isinstance(net, ConvNet):

@@ -116,55 +116,66 @@ def _bin_quantities(
     )
 
 
+def rq_forward_in_bin(
+    xi: torch.Tensor, s: torch.Tensor, h: torch.Tensor, d0: torch.Tensor, d1: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rational-quadratic map inside one bin (Durkan et al. 2019), at ξ = (x − x_k)/w_k ∈ [0, 1] with
+    bin height h, s = h/w and knot slopes d0 = δ_k, d1 = δ_{k+1}:
+
+        y − y_k = h (s ξ² + δ_k ξ(1−ξ)) / (s + (δ_{k+1} + δ_k − 2s) ξ(1−ξ)),
+        dy/dx = s² (δ_{k+1} ξ² + 2s ξ(1−ξ) + δ_k (1−ξ)²) / (s + (δ_{k+1} + δ_k − 2s) ξ(1−ξ))².
+
+    Returns ``(y − y_k, log dy/dx)``, elementwise.
+    """
+    mix = xi * (1.0 - xi)
+    denominator = s + (d1 + d0 - 2.0 * s) * mix
+    rise = h * (s * xi * xi + d0 * mix) / denominator
+    numerator = d1 * xi * xi + 2.0 * s * mix + d0 * (1.0 - xi) ** 2
+    return rise, 2.0 * torch.log(s) + torch.log(numerator) - 2.0 * torch.log(denominator)
+
+
+def rq_inverse_in_bin(
+    delta: torch.Tensor, s: torch.Tensor, h: torch.Tensor, d0: torch.Tensor, d1: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of :func:`rq_forward_in_bin` at Δ = y − y_k: ξ solves a ξ² + b ξ + c = 0 with
+    r = δ_{k+1} + δ_k − 2s, a = h (s − δ_k) + Δ r, b = h δ_k − Δ r, c = −s Δ; the root in [0, 1] is taken
+    in the cancellation-free form ξ = 2c / (−b − √(b² − 4ac)). Returns ``(ξ, log dy/dx at ξ)``."""
+    r = d1 + d0 - 2.0 * s
+    a = h * (s - d0) + delta * r
+    b = h * d0 - delta * r
+    c = -s * delta
+    discriminant = (b * b - 4.0 * a * c).clamp(min=0.0)
+    xi = (2.0 * c / (-b - torch.sqrt(discriminant))).clamp(0.0, 1.0)
+    return xi, rq_forward_in_bin(xi, s, h, d0, d1)[1]
+
+
 def spline_forward(
     x: torch.Tensor, params: torch.Tensor, bound: float = 5.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rational-quadratic spline y = g(x) on [−bound, bound], identity outside (Durkan et al. 2019).
 
-    With ξ = (x − x_k)/w_k, s_k = h_k/w_k in bin k:
-        y = y_k + h_k (s_k ξ² + δ_k ξ(1−ξ)) / (s_k + (δ_{k+1} + δ_k − 2 s_k) ξ(1−ξ)),
-        dy/dx = s_k² (δ_{k+1} ξ² + 2 s_k ξ(1−ξ) + δ_k (1−ξ)²) / (s_k + (δ_{k+1} + δ_k − 2 s_k) ξ(1−ξ))².
+    In bin k, with ξ = (x − x_k)/w_k, the map of :func:`rq_forward_in_bin`.
     ``x (...)``, ``params (..., 3K − 1)``; returns ``(y, log dy/dx)``, both ``(...)``.
     """
     inside = (x >= -bound) & (x <= bound)
     xc = x.clamp(-bound, bound)  # keep the unused branch finite so gradients stay finite
     x_k, w_k, y_k, h_k, d_k, d_k1 = _bin_quantities(params, bound, xc, search_in_y=False)
     xi = ((xc - x_k) / w_k).clamp(0.0, 1.0)
-    s_k = h_k / w_k
-    xi_1mxi = xi * (1.0 - xi)
-    denominator = s_k + (d_k1 + d_k - 2.0 * s_k) * xi_1mxi
-    y = y_k + h_k * (s_k * xi * xi + d_k * xi_1mxi) / denominator
-    numerator = d_k1 * xi * xi + 2.0 * s_k * xi_1mxi + d_k * (1.0 - xi) ** 2
-    logdet = 2.0 * torch.log(s_k) + torch.log(numerator) - 2.0 * torch.log(denominator)
-    return torch.where(inside, y, x), torch.where(inside, logdet, torch.zeros_like(logdet))
+    rise, logdet = rq_forward_in_bin(xi, h_k / w_k, h_k, d_k, d_k1)
+    return torch.where(inside, y_k + rise, x), torch.where(inside, logdet, torch.zeros_like(logdet))
 
 
 def spline_inverse(
     y: torch.Tensor, params: torch.Tensor, bound: float = 5.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverse of :func:`spline_forward`: x = g⁻¹(y) and log dx/dy, both ``(...)``.
-
-    In bin k, ξ solves a ξ² + b ξ + c = 0 with Δ = y − y_k, r = δ_{k+1} + δ_k − 2 s_k,
-    a = h_k (s_k − δ_k) + Δ r, b = h_k δ_k − Δ r, c = −s_k Δ; the root in [0, 1] is taken in the
-    cancellation-free form ξ = 2c / (−b − √(b² − 4ac)).
-    """
+    """Inverse of :func:`spline_forward`: x = g⁻¹(y) and log dx/dy, both ``(...)`` (ξ in bin k from
+    :func:`rq_inverse_in_bin`)."""
     inside = (y >= -bound) & (y <= bound)
     yc = y.clamp(-bound, bound)
     x_k, w_k, y_k, h_k, d_k, d_k1 = _bin_quantities(params, bound, yc, search_in_y=True)
-    s_k = h_k / w_k
-    delta = yc - y_k
-    r = d_k1 + d_k - 2.0 * s_k
-    a = h_k * (s_k - d_k) + delta * r
-    b = h_k * d_k - delta * r
-    c = -s_k * delta
-    discriminant = (b * b - 4.0 * a * c).clamp(min=0.0)
-    xi = (2.0 * c / (-b - torch.sqrt(discriminant))).clamp(0.0, 1.0)
-    x = x_k + xi * w_k
-    xi_1mxi = xi * (1.0 - xi)
-    denominator = s_k + r * xi_1mxi
-    numerator = d_k1 * xi * xi + 2.0 * s_k * xi_1mxi + d_k * (1.0 - xi) ** 2
-    logdet = -(2.0 * torch.log(s_k) + torch.log(numerator) - 2.0 * torch.log(denominator))
-    return torch.where(inside, x, y), torch.where(inside, logdet, torch.zeros_like(logdet))
+    xi, log_slope = rq_inverse_in_bin(yc - y_k, h_k / w_k, h_k, d_k, d_k1)
+    logdet = -log_slope
+    return torch.where(inside, x_k + xi * w_k, y), torch.where(inside, logdet, torch.zeros_like(logdet))
 
 
 TRANSFORMS = {

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -100,6 +101,7 @@ class SUN:
     beta: float
     N: int = 3
     name: str = "sun"
+    manifold: ClassVar[str] = "sun"  # links are group elements: HMC moves them by exp(εP)U
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", validate_shape(self.shape))

@@ -1,7 +1,7 @@
 """Will a run fit? An estimate of its largest memory use, checked before anything is allocated or written.
 
-The estimate counts field-sized tensors of the card's lattice (no theory object is built, so even an
-absurd shape costs nothing to check):
+The estimate counts field-sized tensors of the card's lattice (the theory object holds no field, so
+even an absurd shape costs nothing to check):
 
 - one configuration: V·D components for gauge theories (V·D·N² complex numbers for SU(N)), V for φ⁴,
   at the card's dtype (float64: 8 bytes; complex: twice that);
@@ -23,6 +23,7 @@ import os
 
 import torch
 
+from lattice.theories import theory_from_params
 from mcmc.card import Card, CardError
 
 HMC_COPIES = 8
@@ -35,13 +36,9 @@ DEFAULT_TRAIN_BATCH = 64
 
 def config_elements(card: Card) -> int:
     """Real numbers in one configuration (a complex number counts as two)."""
-    theory = card.theory
-    sites = math.prod(theory.shape)
-    if theory.name == "phi4":
-        return sites
-    if theory.name == "u1":
-        return sites * len(theory.shape)
-    return sites * len(theory.shape) * theory.N**2 * 2
+    theory = theory_from_params(card.theory.model_dump())
+    complex_factor = 2 if getattr(theory, "manifold", "flat") == "sun" else 1  # SU(N) links are complex
+    return math.prod(theory.field_shape) * complex_factor
 
 
 def estimate_bytes(card: Card) -> int:

@@ -12,15 +12,23 @@ import hashlib
 import json
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from flows.model import FlowConfig
-from flows.sun.config import SUNFlowConfig
+from flows.registry import flow_families
 from flows.train import TrainConfig
-from flows.u1.config import U1FlowConfig
+from lattice.theories import theory_class, theory_from_params
 
 
 class CardError(ValueError):
@@ -41,33 +49,39 @@ def _check_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape
 
 
-class _LatticeCard(_Section):
-    """A theory on a periodic lattice ``shape``; each theory narrows ``name`` to its own literal (the
-    discriminator), which keeps ``name`` and ``shape`` the first two keys."""
+class TheoryCard(_Section):
+    """The ``theory`` section: ``name`` (a registered theory) and the lattice ``shape`` first, then the
+    fields of that theory's dataclass (``theory_card``); the theory's own checks run on validation."""
 
     name: str
     shape: tuple[int, ...]
     _shape = field_validator("shape")(classmethod(lambda cls, v: _check_shape(v)))
 
-
-class Phi4Card(_LatticeCard):
-    name: Literal["phi4"]
-    m2: float
-    lam: float = Field(ge=0)
-
-
-class U1Card(_LatticeCard):
-    name: Literal["u1"]
-    beta: float
+    @model_validator(mode="after")
+    def _theory_accepts(self) -> TheoryCard:
+        theory_from_params(self.model_dump())  # the theory's __post_init__ checks (ValueError)
+        return self
 
 
-class SUNCard(_LatticeCard):
-    name: Literal["sun"]
-    beta: float
-    N: int = Field(ge=2)
+_THEORY_CARDS: dict[type, type[TheoryCard]] = {}
 
 
-TheoryCard = Annotated[Phi4Card | U1Card | SUNCard, Field(discriminator="name")]
+def theory_card(name: str) -> type[TheoryCard]:
+    """The card model of the registered theory ``name``, derived from its dataclass fields (types from
+    the annotations, defaults from the dataclass); ``CardError`` for an unknown name."""
+    try:
+        cls = theory_class(name)
+    except ValueError as exc:
+        raise CardError(f"card: 'theory.name': {exc}") from None
+    if cls not in _THEORY_CARDS:
+        hints = typing.get_type_hints(cls)
+        fields_: dict[str, Any] = {"name": (Literal[name], ...)}
+        for f in dataclasses.fields(cls):
+            if f.name not in ("name", "shape"):
+                default = ... if f.default is dataclasses.MISSING else f.default
+                fields_[f.name] = (hints[f.name], default)
+        _THEORY_CARDS[cls] = create_model(f"{cls.__name__}Card", __base__=TheoryCard, **fields_)
+    return _THEORY_CARDS[cls]
 
 
 class SamplerCard(_Section):
@@ -132,8 +146,8 @@ def _optional_section(name: str, doc: str, *configs: type) -> type[BaseModel]:
 
 FlowCard = _optional_section(
     "FlowCard", "Flow architecture; unset keys take the defaults of the theory's flow family "
-    "(flows.model.FlowConfig for φ⁴, flows.u1.flow.U1FlowConfig, flows.sun.flow.SUNFlowConfig).",
-    FlowConfig, U1FlowConfig, SUNFlowConfig)
+    "(flows.registry; its config's keys are checked by section_settings).",
+    *(family.config for family in flow_families().values()))
 _TrainBase = _optional_section(
     "_TrainBase", "Reverse-KL training; unset keys take the defaults of flows.train.TrainConfig.",
     TrainConfig)
@@ -185,7 +199,16 @@ class SampleCard(_Section):
 
 
 class Card(_Section):
-    theory: TheoryCard
+    theory: SerializeAsAny[TheoryCard]  # an instance of the named theory's ``theory_card`` (parse_card)
+
+    @field_validator("theory", mode="before")
+    @classmethod
+    def _named_theory(cls, value: Any) -> Any:
+        """A mapping is validated by the card model of the theory it names (``parse_card`` does this
+        first, for its error messages; this covers ``Card.model_validate``)."""
+        if isinstance(value, dict) and isinstance(value.get("name"), str):
+            return theory_card(value["name"]).model_validate(value)
+        return value
     sampler: SamplerCard = SamplerCard()
     hmc: HMCCard = HMCCard()
     local: LocalCard = LocalCard()
@@ -244,46 +267,54 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return result
 
 
-def _describe(error: dict, model: type[BaseModel]) -> str:
-    """One-line description of one pydantic error, naming the dotted key and what it accepts."""
-    loc = [str(p) for p in error["loc"] if not (isinstance(p, str) and p in ("phi4", "u1", "sun"))]
-    key = ".".join(loc) or "card"
+def _describe(error: dict, model: type[BaseModel], prefix: tuple[str, ...]) -> str:
+    """One-line description of one pydantic error of ``model`` (the section at dotted path ``prefix``),
+    naming the dotted key and what it accepts."""
+    loc = [str(p) for p in error["loc"]]
+    key = ".".join([*prefix, *loc]) or "card"
     if error["type"] == "extra_forbidden":
-        return f"unknown key '{key}' (accepted here: {', '.join(_accepted_keys(model, loc[:-1], error))})"
+        return f"unknown key '{key}' (accepted here: {', '.join(_accepted_keys(model, loc[:-1]))})"
     if error["type"] == "missing":
         return f"missing key '{key}'"
     return f"'{key}': {error['msg']} (got {error.get('input')!r})"
 
 
-def _accepted_keys(model: type[BaseModel], loc: list[str], error: dict) -> list[str]:
-    """Field names of the section at ``loc``; for the theory section, those of the named theory."""
+def _accepted_keys(model: type[BaseModel], loc: list[str]) -> list[str]:
+    """Field names of the section at ``loc`` inside ``model``."""
     section: Any = model
     for part in loc:
         field = section.model_fields.get(part) if hasattr(section, "model_fields") else None
         if field is None:
             return ["?"]
         section = field.annotation
-        if part == "theory":
-            name = (error.get("input_parent") or {}).get("name") if isinstance(error, dict) else None
-            section = {"phi4": Phi4Card, "u1": U1Card, "sun": SUNCard}.get(name, Phi4Card)
-    return list(section.model_fields)
+    return list(section.model_fields) if hasattr(section, "model_fields") else ["?"]
+
+
+def _validate(model: type[BaseModel], raw: Any, prefix: tuple[str, ...] = ()) -> Any:
+    """``model.model_validate(raw)``; the first problem becomes a one-line ``CardError``."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
+        raise CardError(f"card: {_describe(exc.errors()[0], model, prefix)}{more}") from None
 
 
 def parse_card(raw: Any, overrides: list[str] | None = None) -> Card:
-    """Validate a raw card (dict from YAML) with ``--set`` overrides into a frozen ``Card``."""
+    """Validate a raw card (dict from YAML) with ``--set`` overrides into a frozen ``Card``. The theory
+    section is validated first, by the card model of the theory it names."""
     if not isinstance(raw, dict):
         raise CardError("a run card must be a YAML mapping with at least a 'theory' section")
     raw = apply_overrides(raw, overrides or [])
-    try:
-        card = Card.model_validate(raw)
-        stage_cards(card)  # a bad curriculum stops the run here, before any work
-        return card
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        if first["type"] == "extra_forbidden" and first["loc"][:1] == ("theory",):
-            first = {**first, "input_parent": raw.get("theory")}
-        more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
-        raise CardError(f"card: {_describe(first, Card)}{more}") from None
+    theory = raw.get("theory")
+    if isinstance(theory, dict):
+        if "name" not in theory:
+            raise CardError("card: missing key 'theory.name'")
+        if not isinstance(theory["name"], str):
+            raise CardError(f"card: 'theory.name': expected a theory name, got {theory['name']!r}")
+        raw = {**raw, "theory": _validate(theory_card(theory["name"]), theory, ("theory",))}
+    card = _validate(Card, raw)
+    stage_cards(card)  # a bad curriculum stops the run here, before any work
+    return card
 
 
 def stage_cards(card: Card) -> list[Card]:

@@ -203,7 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     timing = gather_timing(
         world, {"train_s": outcome.train_s, "therm_s": outcome.therm_s, "sample_s": outcome.sample_s}
     )
-    files = replica_files(card, world)  # every rank: it ends with a barrier
+    files = replica_files(card.out, card.ensemble, world)  # every rank: it ends with a barrier
     if world.rank != 0:
         return 0
     summary = summarize_files(files, S=args.S, timing=timing)
@@ -298,31 +298,18 @@ COMMANDS = {
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that are the user's to fix: printed as one line, exit status 2."""
+    from flows.checkpoint import CheckpointMismatch
     from mcmc.card import CardError
     from mcmc.io.lock import LockError
     from mcmc.io.nersc import NerscError
     from mcmc.io.store import StoreError
-    from mcmc.job import JobError
-
-    errors: list[type[BaseException]] = [
-        UserError,
-        CardError,
-        JobError,
-        LockError,
-        StoreError,
-        NerscError,
-        FileNotFoundError,
-    ]
     from mcmc.kernels.local.common import LocalKernelError
+    from mcmc.runtime import JobError
 
-    errors.append(LocalKernelError)
-    try:
-        from flows.checkpoint import CheckpointMismatch
-
-        errors.append(CheckpointMismatch)
-    except ImportError:
-        pass
-    return tuple(errors)
+    return (UserError, CardError, JobError, LockError, StoreError, NerscError, FileNotFoundError,
+            LocalKernelError,
+            CheckpointMismatch)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -250,7 +250,7 @@ def compare_json(rows: Sequence[Row]) -> dict[str, Any]:
 
 
 def _file_timing(path: Path) -> dict[str, float]:
-    """Cumulative timing recorded in a replica file's attributes (absent in files of older versions)."""
+    """Cumulative timing recorded in a replica file's attributes (absent while it is being written)."""
     import h5py
 
     keys = ("train_s", "therm_s", "sample_s", "train_cpu_s", "therm_cpu_s", "sample_cpu_s")
@@ -262,14 +262,7 @@ def _costs(timing: dict[str, float], clock: str, path: str) -> tuple[float, floa
     """(training, sampling) seconds of one card on ``clock``."""
     if clock == "wall":
         return timing["train_s"], timing["sample_s"]
-    if "sample_cpu_s" not in timing:
-        raise CardError(f"{path}: its ensemble records no CPU time (made by an older latflow); "
-                        "use --clock wall or regenerate it with --overwrite")
-    train = timing.get("train_cpu_s", 0.0)
-    if timing["train_s"] > 0 and not math.isfinite(train):
-        log.warning("%s: the flow checkpoint predates CPU-time records; training cost in wall-clock s", path)
-        train = timing["train_s"]
-    return train, timing["sample_cpu_s"]
+    return timing["train_cpu_s"], timing["sample_cpu_s"]
 
 
 def run_compare(
@@ -284,7 +277,8 @@ def run_compare(
 ) -> tuple[list[Row], list[Summary]]:
     """Generate (or, with ``resume``, reuse and extend) each card's ensemble, then measure and compare;
     costs in seconds of ``clock`` ("wall" or "cpu", module docstring)."""
-    from mcmc.job import World, sample_replica
+    from mcmc.job import sample_replica
+    from mcmc.runtime import World
 
     cards = load_cards(paths, overrides)
     raw, summaries = [], []

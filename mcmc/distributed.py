@@ -41,8 +41,8 @@ from flows.checkpoint import load_checkpoint, save_checkpoint
 from flows.collective import Collective
 from flows.estimators import reparam_backward
 from flows.train import TrainConfig, TrainResult, train_flow
-from mcmc.job import JobError, World, model_hash
 from mcmc.parallel import allgather, bcast
+from mcmc.runtime import JobError, World, model_hash
 
 log = logging.getLogger("latflow")
 

@@ -83,7 +83,11 @@ def state_to_dict(state: ChainState) -> dict[str, Any]:
 
 
 def state_from_dict(template: ChainState, values: Mapping[str, Any]) -> ChainState:
-    """Rebuild a state of the same type as ``template`` from ``state_to_dict`` output."""
+    """Rebuild a state of the same type as ``template`` from ``state_to_dict`` output; the two must
+    have the same fields (a checkpoint of another kernel's state is refused)."""
+    expected = {f.name for f in fields(template)}
+    if set(values) != expected:
+        raise ValueError(f"checkpoint state has fields {sorted(values)}, the kernel's {sorted(expected)}")
     return replace(template, **values)
 
 
@@ -151,6 +155,67 @@ def _block(records: list[dict], trajs: list[int]) -> Block:
     return Block(traj=np.asarray(trajs, dtype=np.int64), **grouped, **stack)
 
 
+class _Timer:
+    """Wall-clock and CPU seconds since construction, and their values at the end of thermalisation
+    (zero when the run starts thermalised)."""
+
+    def __init__(self, thermalised: bool) -> None:
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
+        self.therm: tuple[float, float] | None = (0.0, 0.0) if thermalised else None
+
+    def elapsed(self) -> tuple[float, float]:
+        return time.perf_counter() - self.t0, time.process_time() - self.c0
+
+    def end_therm(self) -> bool:
+        """Record the end of thermalisation once; True the first time."""
+        if self.therm is not None:
+            return False
+        self.therm = self.elapsed()
+        return True
+
+    def spent(self) -> Spent:
+        """The seconds spent so far, split into thermalisation and sampling."""
+        wall, cpu = self.elapsed()
+        if self.therm is None:
+            return Spent(wall, 0.0, cpu, 0.0)
+        return Spent(self.therm[0], wall - self.therm[0], self.therm[1], cpu - self.therm[1])
+
+
+def _progress_bar(schedule: Schedule, pos: Position, progress: bool, thermalised: bool) -> tqdm:
+    return tqdm(
+        total=schedule.n_updates,
+        initial=pos.update,
+        disable=not progress,
+        unit="upd",
+        desc="sample" if thermalised else "therm",
+        dynamic_ncols=True,
+        leave=False,
+    )
+
+
+def _result(
+    state: ChainState, pos: Position, start: Position, timer: _Timer, acc: tuple[float, int],
+    interrupted: bool,
+) -> RunResult:
+    """The ``RunResult`` of a finished (or stopped) run, logged."""
+    total, total_cpu = timer.elapsed()
+    therm_s, therm_cpu_s = timer.therm if timer.therm is not None else (total, total_cpu)
+    acceptance = acc[0] / acc[1] if acc[1] else float("nan")
+    if pos.update == start.update:
+        log.info("nothing to sample: the ensemble already holds all %d updates", pos.update)
+    else:
+        log.info(
+            "sampled %d updates in %.2f s (therm %.2f s), acceptance %.3f",
+            pos.update - start.update,
+            total,
+            therm_s,
+            acceptance,
+        )
+    return RunResult(
+        state, pos, acceptance, therm_s, total - therm_s, interrupted, therm_cpu_s, total_cpu - therm_cpu_s
+    )
+
+
 def run_chain(
     kernel: Any,
     state: ChainState,
@@ -175,24 +240,8 @@ def run_chain(
     """
     pos, records, trajs = start, [], []
     n_acc, n_prop = 0.0, 0
-    t0, c0 = time.perf_counter(), time.process_time()
-    therm_s = 0.0 if pos.update >= schedule.n_therm else None
-    therm_cpu_s = 0.0
-    bar = tqdm(
-        total=schedule.n_updates,
-        initial=pos.update,
-        disable=not progress,
-        unit="upd",
-        desc="therm" if therm_s is None else "sample",
-        dynamic_ncols=True,
-        leave=False,
-    )
-
-    def spent() -> Spent:
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        if therm_s is None:
-            return Spent(wall, 0.0, cpu, 0.0)
-        return Spent(therm_s, wall - therm_s, therm_cpu_s, cpu - therm_cpu_s)
+    timer = _Timer(thermalised=pos.update >= schedule.n_therm)
+    bar = _progress_bar(schedule, pos, progress, thermalised=timer.therm is not None)
 
     def flush() -> None:
         nonlocal pos, records, trajs
@@ -201,7 +250,7 @@ def run_chain(
             pos = replace(pos, n_stored=pos.n_stored + len(records))
             records, trajs = [], []
         if on_block is not None:
-            on_block(state, pos, spent())
+            on_block(state, pos, timer.spent())
 
     interrupted = False
     try:
@@ -211,8 +260,7 @@ def run_chain(
             updates = range(pos.update + 1, pos.update + 1 + x_rows.shape[0])
             pos = replace(pos, update=updates[-1])
             if pos.update > schedule.n_therm:
-                if therm_s is None:
-                    therm_s, therm_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+                if timer.end_therm():
                     bar.set_description("sample")
                 sampled = [i for i, u in enumerate(updates) if u > schedule.n_therm]
                 n_acc += float(getattr(info, rate)[sampled].to(torch.float64).mean(dim=1).sum())
@@ -231,20 +279,4 @@ def run_chain(
         flush()
     finally:
         bar.close()
-    total, total_cpu = time.perf_counter() - t0, time.process_time() - c0
-    if therm_s is None:
-        therm_s, therm_cpu_s = total, total_cpu
-    acceptance = n_acc / n_prop if n_prop else float("nan")
-    if pos.update == start.update:
-        log.info("nothing to sample: the ensemble already holds all %d updates", pos.update)
-    else:
-        log.info(
-            "sampled %d updates in %.2f s (therm %.2f s), acceptance %.3f",
-            pos.update - start.update,
-            total,
-            therm_s,
-            acceptance,
-        )
-    return RunResult(
-        state, pos, acceptance, therm_s, total - therm_s, interrupted, therm_cpu_s, total_cpu - therm_cpu_s
-    )
+    return _result(state, pos, start, timer, (n_acc, n_prop), interrupted)

@@ -2,55 +2,31 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import signal
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from lattice.theories import Theory
+from mcmc import runtime
 from mcmc.budget import check_fits
-from mcmc.card import Card
+from mcmc.card import Card, CardError
 from mcmc.driver import Position, RunResult, Schedule, Spent, run_chain, state_from_dict, state_to_dict
-from mcmc.io.lock import LockError, WriterLock
-from mcmc.io.store import EnsembleWriter, StoreError, checkpoint_path, replica_path, save_atomic
+from mcmc.io.lock import WriterLock
+from mcmc.io.store import EnsembleWriter, checkpoint_path, replica_path, save_atomic
 from mcmc.kernels.hmc import HMC
-from mcmc.resume import BOTH_FLAGS, JobError, chain_settings, plan_start
-from mcmc.setup import (
-    build_theory,
-    initial_field,
-    resolve_device,
-    resolve_dtype,
-    seed_sequence,
-    torch_generator,
-)
+from mcmc.kernels.local.registry import local_kernel_factory
+from mcmc.parallel import any_rank, in_parallel
+from mcmc.resume import BOTH_FLAGS, chain_settings, plan_start
+from mcmc.runtime import JobError, KernelBuild, World, seed_sequence, torch_generator
+from mcmc.setup import build_theory, resolve_device, resolve_dtype
+from mcmc.training import discard_stale_flow, flow_kernel
 
 log = logging.getLogger("latflow")
-
-
-@dataclass(frozen=True)
-class World:
-    """This process's place in the job: replica ``rank`` of ``size``, and its rank on the node."""
-
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-
-
-@dataclass(frozen=True)
-class KernelBuild:
-    """A kernel with what it cost to make: training seconds and a hash of any trained model."""
-
-    kernel: Any
-    train_s: float = 0.0
-    model_hash: str = ""
-    interrupted: bool = False  # a stop request ended the flow's training early
-    train_cpu_s: float = 0.0  # the training's CPU seconds (wall-clock: train_s)
 
 
 @dataclass(frozen=True)
@@ -67,7 +43,7 @@ class SampleOutcome:
 
 def build_kernel(
     card: Card,
-    theory: object,
+    theory: Theory,
     device: torch.device,
     dtype: torch.dtype,
     world: World,
@@ -87,19 +63,21 @@ def build_kernel(
             return KernelBuild(CompiledHMC(theory, card.hmc.tau, card.hmc.n_steps, card.hmc.integrator))
         return KernelBuild(HMC(theory, card.hmc.tau, card.hmc.n_steps, card.hmc.integrator))
     if kind == "flow":
-        from mcmc.training import flow_kernel
-
         return flow_kernel(card, theory, device, dtype, world, progress, stop=stop, frozen=frozen)
     if kind == "local":
-        from mcmc.kernels.local.dispatch import local_kernel
-
-        return KernelBuild(local_kernel(card, theory))
+        if card.device == "cuda":
+            raise CardError("card: sampler.kind local runs on the CPU only (numba); set device: cpu")
+        try:
+            factory = local_kernel_factory(theory.name)
+        except ValueError as exc:
+            raise CardError(f"card: sampler.kind local: {exc}") from None
+        return KernelBuild(factory(theory, **card.local.model_dump()))
     raise JobError(f"sampler.kind {kind!r} is not available")
 
 
 def initial_state(
     kernel: Any,
-    theory: object,
+    theory: Theory,
     n_chains: int,
     generator: torch.Generator,
     dtype: torch.dtype,
@@ -109,10 +87,10 @@ def initial_state(
     proposal is accepted), others at the theory's random start."""
     if hasattr(kernel, "init_from_flow"):
         return kernel.init_from_flow(n_chains, generator)
-    return kernel.init(initial_field(theory, n_chains, generator, dtype, device))
+    return kernel.init(theory.random_field(n_chains, generator, dtype=dtype, device=device))
 
 
-def provenance(card: Card, world: World, ss_key: tuple[int, ...], theory: object) -> dict[str, Any]:
+def provenance(card: Card, world: World, ss_key: tuple[int, ...], theory: Theory) -> dict[str, Any]:
     """Root attributes of a replica file (DESIGN.md)."""
     return {
         "card": card.to_yaml(),
@@ -134,28 +112,7 @@ def remove_outputs(card: Card, world: World, path: Path) -> None:
     path.unlink(missing_ok=True)
     checkpoint_path(path).unlink(missing_ok=True)
     if card.sampler.kind == "flow" and world.rank == 0:
-        from mcmc.training import discard_stale_flow
-
         discard_stale_flow(card)
-
-
-@contextmanager
-def stop_signals() -> Iterator[list[int]]:
-    """Turn SIGTERM, SIGUSR1 and SIGINT into a flag, so the driver can checkpoint and stop cleanly."""
-    caught: list[int] = []
-    names = [s for s in ("SIGTERM", "SIGUSR1", "SIGINT") if hasattr(signal, s)]
-    previous = {}
-    for name in names:
-        sig = getattr(signal, name)
-        try:
-            previous[sig] = signal.signal(sig, lambda signum, _frame: caught.append(signum))
-        except ValueError:  # not the main thread
-            pass
-    try:
-        yield caught
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _checkpoint_payload(
@@ -179,7 +136,7 @@ def _open_writer(
     world: World,
     path: Path,
     payload: dict[str, Any] | None,
-    theory: Any,
+    theory: Theory,
     state: Any,
     generator: torch.Generator,
 ) -> tuple[EnsembleWriter, Any, Position]:
@@ -204,9 +161,11 @@ def _open_writer(
         path, payload["n_stored"], {"n_configs_target": card.sample.n_configs, "card": card.to_yaml()}
     )
     device = state.x.device
-    state = state_from_dict(
-        state, {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in payload["state"].items()}
-    )
+    saved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in payload["state"].items()}
+    try:
+        state = state_from_dict(state, saved)
+    except ValueError as exc:
+        raise JobError(f"{checkpoint_path(path)}: resume refused, {exc}") from None
     generator.set_state(payload["generator"])
     start = Position(payload["update"], payload["n_stored"])
     log.info("resuming %s at update %d with %d stored configurations", path, start.update, start.n_stored)
@@ -215,7 +174,7 @@ def _open_writer(
 
 def sample_replica(
     card: Card,
-    world: World = World(),
+    world: World | None = None,
     *,
     resume: bool = False,
     overwrite: bool = False,
@@ -231,6 +190,7 @@ def sample_replica(
     and checkpointed; during (distributed) flow training the training checkpoint is written and no
     sampling starts. Either way the outcome is ``interrupted`` and ``--resume`` continues.
     """
+    world = world or World()
     if resume and overwrite:
         raise JobError(BOTH_FLAGS)
     device, dtype = resolve_device(card.device, world.local_rank), resolve_dtype(card.dtype)
@@ -238,7 +198,7 @@ def sample_replica(
         device = torch.device("cpu")  # the numba local updates run on the CPU
     check_fits(card, device)
     path = replica_path(card.out, card.ensemble, world.rank)
-    with WriterLock(path), stop_signals() as caught:
+    with WriterLock(path), runtime.stop_signals() as caught:
         payload = plan_start(card, path, world.size, resume=resume, overwrite=overwrite)
         if overwrite:
             remove_outputs(card, world, path)
@@ -256,8 +216,6 @@ def sample_replica(
 
 def _any_rank(world: World, flag: bool) -> bool:
     """``flag`` on any rank of a real MPI job (a ``World`` made by hand, as in tests, is one process)."""
-    from mcmc.parallel import any_rank, in_parallel
-
     return any_rank(world, flag) if world.size > 1 and in_parallel() else flag
 
 
@@ -265,7 +223,7 @@ PHASES = ("therm_s", "sample_s", "therm_cpu_s", "sample_cpu_s")
 
 
 def _sample(
-    card: Card, world: World, path: Path, payload: dict[str, Any] | None, built: KernelBuild, theory: Any,
+    card: Card, world: World, path: Path, payload: dict[str, Any] | None, built: KernelBuild, theory: Theory,
     where: tuple[torch.device, torch.dtype], caught: list[int], progress: bool,
 ) -> SampleOutcome:
     """Open (or reopen) the file and run the chains, checkpointing after every block with the cumulative
@@ -344,16 +302,4 @@ def run_timing(
     }
 
 
-def model_hash(state_dict: dict[str, torch.Tensor]) -> str:
-    """SHA-256 (16 hex digits) of a model's parameters, in key order."""
-    h = hashlib.sha256()
-    for key in sorted(state_dict):
-        h.update(key.encode())
-        h.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-__all__ = [
-    "JobError", "LockError", "StoreError", "World", "KernelBuild", "SampleOutcome", "sample_replica",
-    "model_hash",
-]
+__all__ = ["JobError", "World", "KernelBuild", "SampleOutcome", "sample_replica"]

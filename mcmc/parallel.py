@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mcmc.io.store import replica_path
-from mcmc.job import JobError, World
+from mcmc.runtime import JobError, World
 
 _LAUNCHER_VARS = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
 _SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
@@ -122,11 +122,11 @@ def gather_timing(world: World, timing: Mapping[str, float]) -> dict[str, float]
     return {k: max(t[k] for t in gathered) for k in timing}
 
 
-def replica_files(card: Any, world: World) -> list[Path]:
-    """The files of every replica of the card's ensemble. Every rank must call it: it ends with a
-    barrier, so that every file is closed when it returns."""
+def replica_files(out: str | Path, ensemble: str, world: World) -> list[Path]:
+    """The files of every replica of the ensemble ``<out>/<ensemble>``. Every rank must call it: it ends
+    with a barrier, so that every file is closed when it returns."""
     barrier(world)
-    return [replica_path(card.out, card.ensemble, r) for r in range(world.size)]
+    return [replica_path(out, ensemble, r) for r in range(world.size)]
 
 
 def in_parallel() -> bool:

@@ -25,15 +25,12 @@ import yaml
 
 from mcmc.card import Card
 from mcmc.io.store import checkpoint_path, open_for_reading
+from mcmc.runtime import JobError
 
 log = logging.getLogger("latflow")
 
 
 BOTH_FLAGS = "--resume and --overwrite exclude each other: --resume continues, --overwrite replaces"
-
-
-class JobError(RuntimeError):
-    """A sampling job that cannot start or continue; one-line message."""
 
 
 def chain_settings(card: Card, n_replicas: int) -> dict[str, int]:

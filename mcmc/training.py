@@ -21,12 +21,13 @@ import torch
 from flows.accel import AccelConfig, training_accel
 from flows.checkpoint import CheckpointMismatch, load_checkpoint, warm_start
 from flows.model import Flow
-from flows.registry import FlowFamily, flow_family
+from flows.registry import FlowFamily, flow_family, flow_from_checkpoint
 from flows.train import TrainConfig, last_cpu_seconds, train_flow
+from mcmc import runtime
 from mcmc.card import Card, CardError, section_settings
 from mcmc.curriculum import carry_weights, stage_cards, stage_costs
-from mcmc.job import JobError, KernelBuild, World, model_hash
-from mcmc.setup import build_theory, resolve_device, torch_generator, train_seed_sequence
+from mcmc.runtime import JobError, KernelBuild, World, model_hash, torch_generator, train_seed_sequence
+from mcmc.setup import build_theory, resolve_device
 
 log = logging.getLogger("latflow")
 
@@ -86,13 +87,6 @@ def discard_stale_flow(card: Card) -> bool:
         path.unlink()
         return True
     return False
-
-
-def rebuild_flow(saved: dict[str, Any], theory: Any, card: Card, device: torch.device) -> Flow:
-    """The card's flow from a checkpoint already read (and checked) by ``load_checkpoint``, in eval mode."""
-    flow = family(card).build(theory, saved["flow_config"], device=device)
-    flow.load_state_dict(saved["model"])
-    return flow.eval()
 
 
 def _finished(saved: dict[str, Any], config: TrainConfig) -> bool:
@@ -160,7 +154,7 @@ def trained_flow(
     status = "finished" if frozen else _checkpoint_status(card, theory, world)
     if status == "finished":
         saved = read_flow(path, theory, card)  # raises CheckpointMismatch
-        flow = rebuild_flow(saved, theory, card, device)
+        flow = flow_from_checkpoint(saved, theory, device=device)
         untrained = 0.0 if saved["step"] == 0 else math.nan   # no steps: no CPU time, not an old file
         return _with_stage_costs(card, fcfg, TrainedFlow(
             flow, float(saved["seconds"]), cpu_seconds=last_cpu_seconds(saved["metrics"], default=untrained)))
@@ -314,7 +308,6 @@ def train_only(card: Card, world: World, *, resume: bool, progress: bool) -> boo
     from mcmc.budget import check_fits
     from mcmc.io.lock import WriterLock
     from mcmc.io.store import replica_path
-    from mcmc.job import stop_signals
     from mcmc.parallel import any_rank
 
     device = resolve_device(card.device, world.local_rank)
@@ -325,7 +318,7 @@ def train_only(card: Card, world: World, *, resume: bool, progress: bool) -> boo
         raise CardError(f"{path} exists; pass --resume to continue training it, or delete it to start over")
     # rank 0 writes the flow beside replica 0, under that replica's lock
     lock = WriterLock(replica_path(card.out, card.ensemble, 0)) if world.rank == 0 else nullcontext()
-    with lock, stop_signals() as caught:
+    with lock, runtime.stop_signals() as caught:
         trained = trained_flow(
             card, theory, device, progress=progress, resume=resume, world=world, stop=lambda: bool(caught)
         )

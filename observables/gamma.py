@@ -67,6 +67,25 @@ from numpy.typing import ArrayLike
 _FFT_BLOCK = 1 << 22  # elements per FFT batch, to bound memory for many chains
 
 
+def format_value(mean: float, err: float, digits: int = 2) -> str:
+    """Compact value-with-error notation: ``format_value(0.74123, 0.00312) == "0.7412(31)"``.
+
+    The error is rounded to ``digits`` significant figures and printed in units of the last digit of
+    the mean; errors ≥ 10^digits print as integers (``12345(456)``). Zero or non-finite errors give the
+    mean in ``%.6g``, followed by ``(0)`` or ``(nan)``.
+    """
+    if not math.isfinite(mean):
+        return f"{mean}"
+    if not math.isfinite(err) or err <= 0:
+        return f"{mean:.6g}({0 if err == 0 else err})"
+    decimals = max(digits - 1 - math.floor(math.log10(err)), 0)
+    unit = round(err * 10**decimals)
+    if unit >= 10**digits and decimals > 0:  # rounding carried into an extra digit, e.g. 0.0996 → 0.10
+        decimals -= 1
+        unit = round(err * 10**decimals)
+    return f"{mean:.{decimals}f}({unit})"
+
+
 @dataclass(frozen=True, eq=False)
 class GammaResult:
     """Gamma-method analysis of one (primary or derived) observable.
@@ -92,9 +111,7 @@ class GammaResult:
     tau_int_of_w: np.ndarray
 
     def __str__(self) -> str:
-        """Compact value with error, e.g. ``0.0441(12)`` (``observables.measure.format_value``)."""
-        from observables.measure import format_value
-
+        """Compact value with error, e.g. ``0.0441(12)`` (``format_value``)."""
         return format_value(self.mean, self.err)
 
     @property

@@ -8,12 +8,11 @@ HDF5 group ``obs/`` (each dataset of shape ``(N, B)`` for B chains, or a list of
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 from numpy.typing import ArrayLike
 
-from observables.gamma import GammaResult, gamma_analysis
+from observables.gamma import GammaResult, format_value, gamma_analysis
 
 JSON_KEYS = ("mean", "err", "tau_int", "tau_int_err")
 
@@ -35,25 +34,6 @@ def summary_json(results: Mapping[str, GammaResult]) -> dict[str, dict[str, floa
     τ_int is in units of stored configurations, so that N_eff = N / (2 τ_int).
     """
     return {name: {key: float(getattr(res, key)) for key in JSON_KEYS} for name, res in results.items()}
-
-
-def format_value(mean: float, err: float, digits: int = 2) -> str:
-    """Compact value-with-error notation: ``format_value(0.74123, 0.00312) == "0.7412(31)"``.
-
-    The error is rounded to ``digits`` significant figures and printed in units of the last digit of
-    the mean; errors ≥ 10^digits print as integers (``12345(456)``). Zero or non-finite errors give the
-    mean in ``%.6g``, followed by ``(0)`` or ``(nan)``.
-    """
-    if not math.isfinite(mean):
-        return f"{mean}"
-    if not math.isfinite(err) or err <= 0:
-        return f"{mean:.6g}({0 if err == 0 else err})"
-    decimals = max(digits - 1 - math.floor(math.log10(err)), 0)
-    unit = round(err * 10**decimals)
-    if unit >= 10**digits and decimals > 0:  # rounding carried into an extra digit, e.g. 0.0996 → 0.10
-        decimals -= 1
-        unit = round(err * 10**decimals)
-    return f"{mean:.{decimals}f}({unit})"
 
 
 def _num(x: float) -> str:

@@ -97,12 +97,13 @@ def test_sampler_on_cuda_is_reproducible_and_agrees_with_the_cpu(theory, kind, f
 
 
 def test_local_updates_refuse_an_explicit_cuda_device(tmp_path):
-    from mcmc.kernels.local.common import LocalKernelError
-    from mcmc.kernels.local.dispatch import local_kernel
+    from mcmc.card import CardError
+    from mcmc.job import build_kernel
+    from mcmc.runtime import World
 
     card = _card("phi4", "local", None, "cuda", tmp_path)
-    with pytest.raises(LocalKernelError, match="CPU only"):
-        local_kernel(card, None)
+    with pytest.raises(CardError, match="CPU only"):
+        build_kernel(card, None, torch.device("cpu"), torch.float64, World(), False)
 
 
 @pytest.mark.parametrize("theory", ["phi4", "u1", "su3_2d"])

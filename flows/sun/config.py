@@ -33,8 +33,6 @@ class SUNFlowConfig(MappingConfig):
     # the scalar-flow keys ``coupling`` and ``bound`` are accepted and ignored
     _accepts = "SU(N) flows accept"
     _ignored = ("coupling", "bound")
-    # checkpoints written before ``init`` existed hold identity-start flows
-    _implicit = {"init": "identity"}
 
     def __post_init__(self) -> None:
         check_conditioner(self)

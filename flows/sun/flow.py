@@ -45,6 +45,7 @@ from flows.sun.config import SUNFlowConfig
 from flows.sun.starts import start_at_wilson
 from flows.transforms import spline_n_params
 from lattice.sun import complex_dtype, haar, real_dtype, trace
+from lattice.theories import Theory
 
 
 def loop_features(p: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -150,7 +151,7 @@ class SUNFlow(Flow):
 
 
 def build_sun_flow(
-    theory: Any,
+    theory: Theory,
     config: SUNFlowConfig | Mapping[str, Any] | None = None,
     *,
     generator: torch.Generator | None = None,

@@ -29,14 +29,12 @@ time (``flows.u1.sweep``), which with ``init = "wilson"`` is exact up to one row
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from flows.checkpoint import load_checkpoint
 from flows.circular import CIRCULAR_TRANSFORMS, table_forward, table_inverse
 from flows.masks import offset_cycle
 from flows.model import Flow
@@ -45,6 +43,7 @@ from flows.u1.config import STRIDE, U1FlowConfig
 from flows.u1.polyakov import polyakov_stack
 from flows.u1.starts import ConditionalTable, conditional_table, wilson_table
 from flows.u1.sweep import sweep_schedule
+from lattice.theories import Theory
 from lattice.topology import wrap_angle
 
 TWO_PI = 2.0 * math.pi
@@ -285,7 +284,7 @@ def u1_coupling_stack(shape: Sequence[int], config: U1FlowConfig) -> nn.ModuleLi
 
 
 def build_u1_flow(
-    theory: Any,
+    theory: Theory,
     config: U1FlowConfig | Mapping[str, Any] | None = None,
     *,
     generator: torch.Generator | None = None,
@@ -326,22 +325,3 @@ def start_at_wilson(flow: U1Flow, config: U1FlowConfig, beta: float) -> None:
             layer.set_base_map(x_knots, y_knots)
         else:
             layer.set_conditional_base_map(beta, int(layer.region.sum()) - 1)
-
-
-def load_u1_flow(
-    path: str | os.PathLike,
-    theory: Any,
-    config: U1FlowConfig | Mapping[str, Any] | None = None,
-    *,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
-) -> U1Flow:
-    """The trained U(1) flow in the checkpoint at ``path`` (written by ``flows.train.train_flow``),
-    rebuilt from its saved architecture; the theory (and ``config`` when given) must match, else
-    ``flows.train.CheckpointMismatch`` is raised. The counterpart of ``flows.train.load_flow``."""
-    if config is not None and not isinstance(config, U1FlowConfig):
-        config = U1FlowConfig.from_mapping(config)
-    saved = load_checkpoint(path, theory, config.to_dict() if config is not None else None)
-    flow = build_u1_flow(theory, saved["flow_config"], dtype=dtype, device=device)
-    flow.load_state_dict(saved["model"])
-    return flow

@@ -10,8 +10,8 @@ p_β when it applies the quantile map
 
 with slope h'(u) = 1 / (2π p_β(h(u))). A circular spline with a few bins cannot follow it at strong
 coupling (at β = 6 the slope varies by e^{12}; an 8- or 16-bin spline through equal-probability knots,
-with knot slopes capped at 50, leaves a KL divergence of ≈ 0.08 nats per plaquette, 20 nats on a 16²
-lattice). :func:`wilson_table` instead tabulates the CDF of
+with capped knot slopes, leaves a KL divergence per plaquette that adds up over the lattice).
+:func:`wilson_table` instead tabulates the CDF of
 
     p̃(θ) = (1 − ε) p_β(θ) + ε / 2π
 

@@ -27,11 +27,11 @@ import torch
 from flows.accel import compile_available
 from lattice import sun_real
 from mcmc.kernels.hmc import HMC, dynamics_for
-from mcmc.kernels.integrators import Dynamics, flat_dynamics, integrate
+from mcmc.kernels.integrators import Dynamics, Trajectory, flat_dynamics, integrate
 
 log = logging.getLogger("latflow")
 
-Trajectory = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+FusedTrajectory = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
 
 
 def _real_force(theory: object) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -47,7 +47,7 @@ def fused_dynamics(theory: object, wrap: Callable[[Callable], Callable]) -> Dyna
     """The theory's HMC dynamics with its force replaced by ``wrap(real force)`` for SU(N) links
     (complex in and out through real views); other theories' dynamics unchanged."""
     dyn = dynamics_for(theory)
-    if getattr(theory, "name", None) != "sun":
+    if getattr(theory, "manifold", "flat") != "sun":
         return dyn
     real_force = wrap(_real_force(theory))
 
@@ -68,33 +68,33 @@ def _wrap_for(device_type: str, compiled: bool, graphs: bool) -> Callable[[Calla
 
 @functools.lru_cache(maxsize=16)
 def trajectory_fn(theory: object, scheme: str, eps: float, n_steps: int, device_type: str,
-                  compiled: bool = True) -> Trajectory:
-    """``(x, p) -> (x', p')`` for ``n_steps`` steps of size ``eps`` of ``scheme``.
+                  compiled: bool = True) -> FusedTrajectory:
+    """``(x, p, g) -> (x', p', g')`` for ``n_steps`` steps of size ``eps`` of ``scheme``, from the force g
+    at x; g' is the force at x' (kept by the HMC state for the next trajectory).
 
     ``compiled=False`` returns the same graph-capturable code run eagerly (for tests on machines
     without a compiler). Results are fresh tensors (a CUDA-graph replay's outputs are copied out).
     """
-    if getattr(theory, "name", None) == "sun":
+    if getattr(theory, "manifold", "flat") == "sun":
         dyn = fused_dynamics(theory, _wrap_for(device_type, compiled, graphs=False))
 
-        def sun_traj(x: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            end = integrate(scheme, dyn, x, p, eps, n_steps)
-            return end.x, end.p
+        def sun_traj(x: torch.Tensor, p: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            end = integrate(scheme, dyn, x, p, eps, n_steps, g)
+            return end.x, end.p, end.grad
 
         return sun_traj
     dyn = flat_dynamics(theory.grad_action)
 
-    def flat_traj(x: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        end = integrate(scheme, dyn, x, p, eps, n_steps)
-        return end.x, end.p
+    def flat_traj(x: torch.Tensor, p: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        end = integrate(scheme, dyn, x, p, eps, n_steps, g)
+        return end.x, end.p, end.grad
 
     fused = _wrap_for(device_type, compiled, graphs=True)(flat_traj)
 
-    def run(x: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(x: torch.Tensor, p: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if compiled and device_type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()  # a new replay; the last outputs were copied out
-        x_new, p_new = fused(x, p)
-        return x_new.clone(), p_new.clone()
+        return tuple(t.clone() for t in fused(x, p, g))
 
     return run
 
@@ -109,15 +109,18 @@ class CompiledHMC(HMC):
 
     compiled: bool = True
 
-    def trajectory(self, x: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def trajectory(self, x: torch.Tensor, p: torch.Tensor, grad: torch.Tensor | None = None) -> Trajectory:
         compiled = self.compiled
         if compiled:
             reason = compile_available(x.device)
             if reason is not None:
                 _warn_once(reason)
-                return super().trajectory(x, p)
+                return super().trajectory(x, p, grad)
         fn = trajectory_fn(self.theory, self.integrator, self.eps, self.n_steps, x.device.type, compiled)
-        return fn(x, p)
+        n_force = self.n_steps * (1 if self.integrator == "leapfrog" else 2)
+        if grad is None:
+            grad, n_force = dynamics_for(self.theory).grad(x), n_force + 1
+        return Trajectory(*fn(x, p, grad), n_force)
 
 
 @functools.lru_cache(maxsize=8)

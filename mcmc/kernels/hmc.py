@@ -6,32 +6,49 @@ reversible steps, and accept with probability min(1, e^{−ΔH}). Every chain us
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from mcmc.kernels.integrators import SCHEMES, Dynamics, flat_dynamics, integrate
+from lattice.theories import Theory
+from mcmc.kernels.integrators import SCHEMES, Dynamics, Trajectory, flat_dynamics, integrate
+from mcmc.kernels.lie import sun_dynamics
 from mcmc.kernels.protocol import ChainState, StepInfo, metropolis_accept, nan_like, select
 
+MANIFOLDS: dict[str, Callable[[Theory], Dynamics]] = {
+    "flat": lambda theory: flat_dynamics(theory.grad_action),
+    "sun": sun_dynamics,
+}
 
-def dynamics_for(theory: object) -> Dynamics:
-    """The HMC dynamics of a theory: Lie-group dynamics for SU(N) links, flat dynamics on ∂S otherwise
-    (real fields, and U(1) link angles, on which S is periodic)."""
-    if getattr(theory, "name", None) == "sun":
-        from mcmc.kernels.lie import sun_dynamics
 
-        return sun_dynamics(theory)
-    return flat_dynamics(theory.grad_action)
+def dynamics_for(theory: Theory) -> Dynamics:
+    """The HMC dynamics of a theory, by its ``manifold`` (default "flat"): flat dynamics on ∂S for real
+    fields and for angles, on which S is periodic; Lie-group dynamics on ``theory.force`` for SU(N)."""
+    manifold = getattr(theory, "manifold", "flat")
+    if manifold not in MANIFOLDS:
+        raise ValueError(f"HMC has no dynamics for manifold {manifold!r}; accepted: {', '.join(MANIFOLDS)}")
+    return MANIFOLDS[manifold](theory)
+
+
+@dataclass(frozen=True)
+class HMCState(ChainState):
+    """State of B HMC chains: ``x``, ``logp`` and ``grad`` = ∂S/∂x at x (the force, same shape as x, an
+    algebra element for SU(N)), kept so that the next trajectory starts without evaluating it again."""
+
+    grad: torch.Tensor
 
 
 @dataclass(frozen=True)
 class HMC:
-    """HMC kernel for any theory with ``action(x) -> (B,)`` and an analytic ``grad_action``.
+    """HMC kernel for any theory with ``action(x) -> (B,)`` and an analytic ``grad_action`` (or, on SU(N),
+    ``force``).
 
-    ``tau`` is the trajectory length, ``n_steps`` the number of integrator steps (ε = τ / n_steps).
+    ``tau`` is the trajectory length, ``n_steps`` the number of integrator steps (ε = τ / n_steps). A
+    trajectory costs n_steps force evaluations for leapfrog and 2 n_steps for Omelyan.
     """
 
-    theory: object
+    theory: Theory
     tau: float = 1.0
     n_steps: int = 10
     integrator: str = "omelyan"
@@ -46,26 +63,28 @@ class HMC:
     def eps(self) -> float:
         return self.tau / self.n_steps
 
-    def init(self, x: torch.Tensor) -> ChainState:
+    def init(self, x: torch.Tensor) -> HMCState:
         """State of B chains at ``x`` of shape ``(B, *field_shape)``."""
-        return ChainState(x=x, logp=-self.theory.action(x).to(torch.float64))
+        grad = dynamics_for(self.theory).grad(x)
+        return HMCState(x=x, logp=-self.theory.action(x).to(torch.float64), grad=grad)
 
-    def trajectory(self, x: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Integrate from (x, p) for time τ; returns the end point (x', p')."""
-        end = integrate(self.integrator, dynamics_for(self.theory), x, p, self.eps, self.n_steps)
-        return end.x, end.p
+    def trajectory(self, x: torch.Tensor, p: torch.Tensor, grad: torch.Tensor | None = None) -> Trajectory:
+        """Integrate from (x, p) for time τ (``grad``: the force at x, if known)."""
+        return integrate(self.integrator, dynamics_for(self.theory), x, p, self.eps, self.n_steps, grad)
 
-    def step(self, state: ChainState, generator: torch.Generator) -> tuple[ChainState, StepInfo]:
+    def step(self, state: HMCState, generator: torch.Generator) -> tuple[HMCState, StepInfo]:
         """One HMC trajectory plus Metropolis test for every chain."""
         dyn = dynamics_for(self.theory)
         p = dyn.momentum(state.x, generator)
         h_old = dyn.kinetic(p).to(torch.float64) - state.logp
-        x_new, p_new = self.trajectory(state.x, p)
-        logp_new = -self.theory.action(x_new).to(torch.float64)
-        dH = dyn.kinetic(p_new).to(torch.float64) - logp_new - h_old
+        end = self.trajectory(state.x, p, state.grad)
+        logp_new = -self.theory.action(end.x).to(torch.float64)
+        dH = dyn.kinetic(end.p).to(torch.float64) - logp_new - h_old
         accepted, accept_prob = metropolis_accept(-dH, generator)
-        new_state = ChainState(
-            x=select(accepted, x_new, state.x), logp=torch.where(accepted, logp_new, state.logp)
+        new_state = HMCState(
+            x=select(accepted, end.x, state.x),
+            logp=torch.where(accepted, logp_new, state.logp),
+            grad=select(accepted, end.grad, state.grad),
         )
         info = StepInfo(
             accepted=accepted,

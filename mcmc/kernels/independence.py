@@ -32,12 +32,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 
 from flows.model import Flow
 from mcmc.kernels.protocol import ChainState, StepInfo, nan_like, select
-from observables.estimators import ReweightedResult, ess, reweighted_mean
 
 ACTIVATION_FACTOR = 16  # assumed peak memory of one flow sample, in units of its field's bytes
 
@@ -50,9 +48,7 @@ class FlowChainState(ChainState):
     The buffer holds K proposals per chain: ``buffer_x (K, B, *L)``, ``buffer_logp``, ``buffer_logq``,
     ``buffer_logu`` (log-uniforms of the accept tests) and ``buffer_obs[name]``, all ``(K, B)``;
     ``buffer_x[cursor:]`` are unused (``cursor == K``: empty). ``rows``: proposals per chain of each
-    refill, 0 until the first timed refill has chosen it. The buffer is shared by all chains, so
-    select between two such states with :meth:`IndependenceMetropolis.step`, not
-    ``mcmc.kernels.protocol.select_state``.
+    refill, 0 until the first timed refill has chosen it. The buffer is shared by all chains.
     """
 
     logq: torch.Tensor
@@ -304,34 +300,3 @@ class BufferSteps(NamedTuple):
     info: StepInfo
     x: torch.Tensor
     logp: torch.Tensor
-
-
-@torch.no_grad()
-def flow_proposals(
-    theory: Any, flow: Flow, n: int, generator: torch.Generator, batch: int = 4096
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """``n`` independent flow proposals, drawn ``batch`` at a time: their observables
-    (``theory.observables(x)``, each ``(n,)``) and log weights ``log w = −S − log q`` ``(n,)``, as numpy."""
-    values: dict[str, list[np.ndarray]] = {}
-    logw: list[np.ndarray] = []
-    done = 0
-    while done < n:
-        m = min(batch, n - done)
-        x, logq = flow.sample(m, generator)
-        for name, v in theory.observables(x).items():
-            values.setdefault(name, []).append(v.to(torch.float64).cpu().numpy())
-        logw.append((-theory.action(x).to(torch.float64) - logq.to(torch.float64)).cpu().numpy())
-        done += m
-    return {k: np.concatenate(v) for k, v in values.items()}, np.concatenate(logw)
-
-
-def reweighted_observables(
-    theory: Any, flow: Flow, n: int, generator: torch.Generator, batch: int = 4096, n_bins: int = 20
-) -> tuple[dict[str, ReweightedResult], float]:
-    """Self-normalised reweighting ⟨O⟩ ≈ Σ w O / Σ w over ``n`` flow proposals (no Markov chain).
-
-    Returns ``{name: ReweightedResult(mean, err, ess, n)}`` (blocked-jackknife errors, from
-    ``observables.estimators``) and the ESS per proposal (Σw)²/(N Σw²).
-    """
-    values, logw = flow_proposals(theory, flow, n, generator, batch)
-    return {k: reweighted_mean(v, logw, n_bins=n_bins) for k, v in values.items()}, ess(logw)

@@ -13,8 +13,9 @@ Schemes (Omelyan, Mryglod, Folk, Comput. Phys. Commun. 151 (2003) 272; Takaishi 
 * omelyan (2MN, λ = 0.1931833275037836):
             p ← p − λε ∇S; x ← drift(ε/2); p ← p − (1−2λ)ε ∇S; x ← drift(ε/2); p ← p − λε ∇S   (2 forces)
 
-Adjacent half-kicks of consecutive steps are merged, so leapfrog costs n_steps + 1 force
-evaluations and Omelyan 2 n_steps + 1. Both are time-reversible and volume-preserving, so HMC is exact.
+Adjacent half-kicks of consecutive steps are merged, and the force at the starting point is passed in
+(HMC keeps it in its state from the previous trajectory), so leapfrog costs n_steps force evaluations
+and Omelyan 2 n_steps. Both are time-reversible and volume-preserving, so HMC is exact.
 """
 
 from __future__ import annotations
@@ -53,42 +54,59 @@ def flat_dynamics(grad: Callable[[torch.Tensor], torch.Tensor]) -> Dynamics:
 
 
 class Trajectory(NamedTuple):
-    """End point of a molecular-dynamics trajectory and the number of force evaluations it cost."""
+    """End point (x, p) of a molecular-dynamics trajectory, the force ∂S/∂x at x (for the next
+    trajectory), and the number of force evaluations the trajectory cost."""
 
     x: torch.Tensor
     p: torch.Tensor
+    grad: torch.Tensor
     n_force: int
 
 
-def leapfrog(dyn: Dynamics, x: torch.Tensor, p: torch.Tensor, eps: float, n_steps: int) -> Trajectory:
-    """Leapfrog (velocity Verlet) with merged half-kicks; n_steps + 1 force evaluations."""
-    p = p - 0.5 * eps * dyn.grad(x)
+def leapfrog(
+    dyn: Dynamics, x: torch.Tensor, p: torch.Tensor, eps: float, n_steps: int, grad: torch.Tensor
+) -> Trajectory:
+    """Leapfrog (velocity Verlet) with merged half-kicks from the force ``grad`` at x; n_steps force
+    evaluations."""
+    p = p - 0.5 * eps * grad
     for i in range(n_steps):
         x = dyn.drift(x, p, eps)
+        grad = dyn.grad(x)
         kick = eps if i < n_steps - 1 else 0.5 * eps
-        p = p - kick * dyn.grad(x)
-    return Trajectory(x, p, n_steps + 1)
+        p = p - kick * grad
+    return Trajectory(x, p, grad, n_steps)
 
 
-def omelyan(dyn: Dynamics, x: torch.Tensor, p: torch.Tensor, eps: float, n_steps: int) -> Trajectory:
-    """Omelyan 2MN integrator with merged outer kicks; 2 n_steps + 1 force evaluations."""
+def omelyan(
+    dyn: Dynamics, x: torch.Tensor, p: torch.Tensor, eps: float, n_steps: int, grad: torch.Tensor
+) -> Trajectory:
+    """Omelyan 2MN integrator with merged outer kicks from the force ``grad`` at x; 2 n_steps force
+    evaluations."""
     lam = OMELYAN_LAMBDA
-    p = p - lam * eps * dyn.grad(x)
+    p = p - lam * eps * grad
     for i in range(n_steps):
         x = dyn.drift(x, p, 0.5 * eps)
         p = p - (1 - 2 * lam) * eps * dyn.grad(x)
         x = dyn.drift(x, p, 0.5 * eps)
+        grad = dyn.grad(x)
         kick = 2 * lam * eps if i < n_steps - 1 else lam * eps
-        p = p - kick * dyn.grad(x)
-    return Trajectory(x, p, 2 * n_steps + 1)
+        p = p - kick * grad
+    return Trajectory(x, p, grad, 2 * n_steps)
 
 
 def integrate(
-    scheme: str, dyn: Dynamics, x: torch.Tensor, p: torch.Tensor, eps: float, n_steps: int
+    scheme: str,
+    dyn: Dynamics,
+    x: torch.Tensor,
+    p: torch.Tensor,
+    eps: float,
+    n_steps: int,
+    grad: torch.Tensor | None = None,
 ) -> Trajectory:
-    """Run ``n_steps`` steps of size ``eps`` of ``scheme`` ('leapfrog' | 'omelyan')."""
-    if scheme == "leapfrog":
-        return leapfrog(dyn, x, p, eps, n_steps)
-    if scheme == "omelyan":
-        return omelyan(dyn, x, p, eps, n_steps)
-    raise ValueError(f"unknown integrator {scheme!r}; accepted: {', '.join(SCHEMES)}")
+    """Run ``n_steps`` steps of size ``eps`` of ``scheme`` ('leapfrog' | 'omelyan') from (x, p);
+    ``grad`` is the force ∂S/∂x at x when known (it costs one more evaluation otherwise)."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown integrator {scheme!r}; accepted: {', '.join(SCHEMES)}")
+    start = dyn.grad(x) if grad is None else grad
+    end = (leapfrog if scheme == "leapfrog" else omelyan)(dyn, x, p, eps, n_steps, start)
+    return end if grad is not None else end._replace(n_force=end.n_force + 1)

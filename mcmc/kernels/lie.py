@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from lattice.sun import expm_su, gaussian_algebra, reunitarize
+from lattice.theories import Theory
 from mcmc.kernels.integrators import Dynamics
 
 
@@ -43,7 +44,7 @@ def sun_momentum(u: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return gaussian_algebra(u.shape[:-2], u.shape[-1], generator, dtype=u.dtype, device=u.device)
 
 
-def sun_dynamics(theory: object) -> Dynamics:
+def sun_dynamics(theory: Theory) -> Dynamics:
     """The ``Dynamics`` record of an SU(N) gauge theory (``lattice.wilson.SUN`` or anything with a
     ``force(U)`` returning Σ_a (∂_a S) T_a): grad = force, drift = exp(εP)U, K = −tr P²."""
     return Dynamics(grad=theory.force, drift=sun_drift, kinetic=kinetic_energy, momentum=sun_momentum)

@@ -12,7 +12,7 @@ so that a rejection recomputes nothing.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Protocol, TypeVar, runtime_checkable
 
 import torch
@@ -86,14 +86,3 @@ def select(accepted: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torc
     """Per-chain choice: ``new[b]`` where ``accepted[b]``, else ``old[b]``; any trailing shape."""
     mask = accepted.reshape(accepted.shape + (1,) * (new.dim() - accepted.dim()))
     return torch.where(mask, new, old)
-
-
-def select_state(accepted: torch.Tensor, new: S, old: S) -> S:
-    """Per-chain choice between two states of the same type, field by field (tensor fields only)."""
-    values = {}
-    for f in fields(old):
-        a, b = getattr(new, f.name), getattr(old, f.name)
-        values[f.name] = (
-            select(accepted, a, b) if isinstance(a, torch.Tensor) and a.shape[:1] == accepted.shape else b
-        )
-    return type(old)(**values)

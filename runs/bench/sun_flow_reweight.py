@@ -13,8 +13,7 @@ import math
 import numpy as np
 import torch
 
-from flows.checkpoint import load_checkpoint
-from flows.sun.flow import build_sun_flow
+from flows.registry import load_flow
 from flows.validation import ess_fraction
 from lattice.wilson import SUN
 
@@ -30,10 +29,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     theory = SUN(tuple(args.shape), args.beta, args.N)
-    saved = load_checkpoint(args.checkpoint, theory, None)
-    flow = build_sun_flow(theory, saved["flow_config"])
-    flow.load_state_dict(saved["model"])
-    flow = flow.as_float64(torch.float32)
+    flow = load_flow(args.checkpoint, theory).as_float64(torch.float32)
     generator = torch.Generator().manual_seed(args.seed)
     plaq, logw = [], []
     with torch.no_grad():

@@ -45,7 +45,7 @@ def bench_shape(shape, args, device, sync):
     t_traj = timed(trajectory, args.reps, sync)
     t_force = timed(lambda: th.force(u), 3 * args.reps, sync)
     t_drift = timed(lambda: sun_drift(u, p, 0.1), 3 * args.reps, sync)
-    n_force = 2 * args.n_steps + 1 if args.integrator == "omelyan" else args.n_steps + 1
+    n_force = 2 * args.n_steps if args.integrator == "omelyan" else args.n_steps
     links = args.chains * th.dim * th.volume
     return {
         "shape": list(shape), "volume": th.volume, "chains": args.chains, "traj_s": t_traj,

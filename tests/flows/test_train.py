@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from flows.checkpoint import CheckpointMismatch, load_checkpoint, load_flow
+from flows.checkpoint import CheckpointMismatch, load_checkpoint
 from flows.model import build_flow
+from flows.registry import load_flow
 from flows.train import METRICS, TrainConfig, batch_size, learning_rate, train_flow
 from flows.validation import acceptance_estimate, ess_fraction
 from lattice.scalar import Phi4

@@ -69,7 +69,7 @@ def run_chain():
 
 
 class _StopAfter:
-    """Stand-in for ``mcmc.job.stop_signals``: the stop flag turns true at the n-th poll."""
+    """Stand-in for ``mcmc.runtime.stop_signals``: the stop flag turns true at the n-th poll."""
 
     def __init__(self, n):
         self.n, self.polls = n, 0
@@ -88,10 +88,10 @@ class _StopAfter:
 @pytest.fixture
 def stop_after(monkeypatch):
     """``stop_after(n)``: from now until ``monkeypatch.undo()``, a job's stop flag turns true at its n-th poll
-    (``mcmc.job.stop_signals`` is replaced), as if the job had been sent SIGTERM."""
-    import mcmc.job
+    (``mcmc.runtime.stop_signals`` is replaced), as if the job had been sent SIGTERM."""
+    import mcmc.runtime
 
     def patch(n):
-        monkeypatch.setattr(mcmc.job, "stop_signals", lambda: _StopAfter(n))
+        monkeypatch.setattr(mcmc.runtime, "stop_signals", lambda: _StopAfter(n))
 
     return patch

@@ -54,8 +54,8 @@ def _worker(out: Path) -> None:
     from flows.train import TrainConfig
     from lattice.theories import theory_from_params
     from mcmc.distributed import distributed_backward, local_batch, process_group, train_distributed
-    from mcmc.job import World, model_hash
     from mcmc.parallel import allgather, detect_world
+    from mcmc.runtime import World, model_hash
 
     torch.set_num_threads(1)
     world = detect_world()

@@ -4,7 +4,7 @@ import pytest
 
 import mcmc.parallel as parallel
 from mcmc.distributed import local_batch
-from mcmc.job import World
+from mcmc.runtime import World
 
 
 class FakeComm:

@@ -17,7 +17,7 @@ import yaml
 from mcmc.cli import main
 from mcmc.io.store import StoreError, read_ensemble
 from mcmc.io.verify import verify_file
-from mcmc.job import stop_signals
+from mcmc.runtime import stop_signals
 
 LATFLOW = str(Path(sys.executable).with_name("latflow"))
 CARD = {

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from observables.gamma import gamma_analysis
-from observables.measure import JSON_KEYS, format_table, format_value, summarize, summary_json
+from observables.gamma import format_value, gamma_analysis
+from observables.measure import JSON_KEYS, format_table, summarize, summary_json
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ import numba
 import numpy as np
 import torch
 
+from lattice.theories import Theory
 from mcmc.kernels.protocol import ChainState, StepInfo, nan_like
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -113,7 +114,7 @@ class LocalKernel:
     construction), its cached neighbour table and visiting order, and ``init``. A subclass adds its sweep
     and ``step``."""
 
-    theory: Any
+    theory: Theory
 
     def __post_init__(self) -> None:
         check_lattice(self.theory.shape)

@@ -104,10 +104,9 @@ def test_wilson_start_4d_is_exact_to_first_order():
     assert var_wilson < 0.2 * haar_var, (var_wilson, haar_var)
 
 
-def test_init_key_is_validated_and_implicit_in_checkpoints():
-    """``init: identity`` is left out of the stored config, so checkpoints written before the key existed
-    (identity-start flows) still match; ``wilson`` is stored; anything else is refused."""
-    assert "init" not in SUNFlowConfig().to_dict()
+def test_init_key_is_validated_and_stored():
+    """``init`` is stored in the config of a checkpoint; anything but identity or wilson is refused."""
+    assert SUNFlowConfig().to_dict()["init"] == "identity"
     assert SUNFlowConfig(init="wilson").to_dict()["init"] == "wilson"
     for config in (SUNFlowConfig(), SUNFlowConfig(init="wilson", n_layers=8)):
         assert SUNFlowConfig.from_mapping(config.to_dict()) == config

@@ -11,7 +11,8 @@ from mcmc.card import parse_card
 from mcmc.cli import main
 from mcmc.io.store import CHAIN_DATASETS
 from mcmc.io.verify import verify_file
-from mcmc.job import World, sample_replica
+from mcmc.job import sample_replica
+from mcmc.runtime import World
 
 CARD = {
     "theory": {"name": "phi4", "shape": [4, 4], "m2": -1.0, "lam": 1.0},

@@ -30,7 +30,8 @@ def test_fused_form_run_eagerly_is_the_eager_trajectory(theory):
     p = dynamics_for(theory).momentum(x, g)
     want = kernel.trajectory(x, p)
     got = CompiledHMC(theory, tau=0.5, n_steps=4, compiled=False).trajectory(x, p)
-    for a, b in zip(got, want, strict=True):
+    assert got.n_force == want.n_force
+    for a, b in zip(got[:3], want[:3], strict=True):
         assert ((a - b).abs().max() / b.abs().max()).item() < 1e-13
 
 
@@ -76,6 +77,6 @@ def test_compiled_on_cpu_matches_eager(theory):
 
     p = dynamics_for(theory).momentum(x, g)
     want = HMC(theory, tau=0.5, n_steps=3).trajectory(x, p)
-    got = trajectory_fn(theory, "omelyan", 0.5 / 3, 3, "cpu", True)(x, p)
-    for a, b in zip(got, want, strict=True):
+    got = trajectory_fn(theory, "omelyan", 0.5 / 3, 3, "cpu", True)(x, p, dynamics_for(theory).grad(x))
+    for a, b in zip(got, want[:3], strict=True):
         assert ((a - b).abs().max() / b.abs().max()).item() < 1e-12

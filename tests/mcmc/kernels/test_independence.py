@@ -12,13 +12,9 @@ from flows.model import build_flow
 from flows.train import TrainConfig, train_flow
 from lattice.scalar import Phi4
 from mcmc.kernels.hmc import HMC
-from mcmc.kernels.independence import (
-    FlowChainState,
-    IndependenceMetropolis,
-    flow_proposals,
-    reweighted_observables,
-)
+from mcmc.kernels.independence import FlowChainState, IndependenceMetropolis
 from mcmc.kernels.protocol import Kernel
+from mcmc.reweighting import flow_proposals, reweighted_observables
 from observables.gamma import gamma_analysis
 
 

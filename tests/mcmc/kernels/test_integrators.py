@@ -88,3 +88,31 @@ def test_omelyan_beats_leapfrog_at_equal_cost(equilibrium):
 def test_unknown_integrator_is_rejected():
     with pytest.raises(ValueError, match="unknown integrator 'rk4'"):
         HMC(THEORY, 1.0, 10, "rk4")
+
+
+class CountingPhi4(Phi4):
+    """φ⁴ that counts its force evaluations."""
+
+    calls = 0
+
+    def grad_action(self, phi):
+        CountingPhi4.calls += 1
+        return super().grad_action(phi)
+
+
+@pytest.mark.parametrize(("scheme", "per_step"), [("leapfrog", 1), ("omelyan", 2)])
+def test_trajectory_reuses_the_force_of_the_current_configuration(scheme, per_step):
+    """The state keeps ∂S at its configuration: after ``init`` a trajectory costs n_steps (leapfrog) or
+    2 n_steps (Omelyan) force evaluations, also after rejections, and the kept force is the one at x."""
+    theory = CountingPhi4((4, 4), -1.0, 1.0)
+    kernel = HMC(theory, 2.0, 3, scheme)  # long steps: some trajectories are rejected
+    gen = torch.Generator().manual_seed(2)
+    state = kernel.init(theory.random_field(8, gen))
+    CountingPhi4.calls, rejected = 0, 0
+    for _ in range(20):
+        state, info = kernel.step(state, gen)
+        rejected += int((~info.accepted).sum())
+    assert CountingPhi4.calls == 20 * 3 * per_step and rejected > 0
+    assert torch.equal(state.grad, theory.grad_action(state.x))
+    end = integrate(scheme, dynamics_for(theory), state.x, torch.zeros_like(state.x), 0.1, 3)
+    assert end.n_force == 3 * per_step + 1  # without a known starting force, one evaluation more

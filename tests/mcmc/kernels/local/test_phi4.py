@@ -15,11 +15,13 @@ import yaml
 
 from lattice.exact import FreeField
 from lattice.scalar import Phi4
-from mcmc.card import parse_card
+from mcmc.card import CardError, parse_card
 from mcmc.cli import main
+from mcmc.job import build_kernel
 from mcmc.kernels.local.common import LocalKernelError, chain_keys, checkerboard_order, neighbours
-from mcmc.kernels.local.dispatch import local_kernel
 from mcmc.kernels.local.phi4 import LocalPhi4, default_step_size
+from mcmc.kernels.local.registry import local_kernel_factory
+from mcmc.runtime import World
 from observables.gamma import gamma_analysis
 
 
@@ -152,20 +154,17 @@ def test_bad_inputs_are_refused():
         LocalPhi4(theory, n_hits=0)
     card = parse_card({"theory": {"name": "phi4", "shape": [4, 4], "m2": 0.0, "lam": 1.0},
                        "sampler": {"kind": "local"}, "device": "cuda"})
-    with pytest.raises(LocalKernelError, match="CPU only"):
-        local_kernel(card, theory)
-
-    class Other:
-        name = "ising"
-
-    with pytest.raises(LocalKernelError, match="ising"):
-        local_kernel(parse_card({**yaml.safe_load(card.to_yaml()), "device": "cpu"}), Other())
+    with pytest.raises(CardError, match="CPU only"):
+        build_kernel(card, theory, torch.device("cpu"), torch.float64, World(), False)
+    with pytest.raises(ValueError, match="ising"):
+        local_kernel_factory("ising")
 
 
 def test_card_local_section():
     card = parse_card({"theory": {"name": "phi4", "shape": [4, 4], "m2": 0.0, "lam": 1.0},
                        "sampler": {"kind": "local"}, "local": {"n_hits": 5, "step_size": 0.4}})
-    kernel = local_kernel(card, Phi4((4, 4), 0.0, 1.0))
+    theory = Phi4((4, 4), 0.0, 1.0)
+    kernel = build_kernel(card, theory, torch.device("cpu"), torch.float64, World(), False).kernel
     assert isinstance(kernel, LocalPhi4) and kernel.n_hits == 5 and kernel.delta == 0.4
     assert card.local.n_overrelax == 2
 

@@ -14,8 +14,8 @@ from lattice.scalar import Phi4
 from mcmc.card import parse_card
 from mcmc.kernels.hmc import HMC
 from mcmc.kernels.local.common import LocalKernelError, neighbours
-from mcmc.kernels.local.dispatch import local_kernel
 from mcmc.kernels.local.phi4 import LocalPhi4, WolffPhi4, wolff_clusters
+from mcmc.kernels.local.registry import local_kernel_factory
 from observables.gamma import gamma_analysis
 
 
@@ -121,13 +121,14 @@ def test_step_records_and_card(gen):
     raw = {"theory": {"name": "phi4", "shape": [4, 4], "m2": -1.0, "lam": 1.0}, "sampler": {"kind": "local"}}
     plain = parse_card(raw)
     card = parse_card({**raw, "local": {"cluster": "wolff", "n_clusters": 4}})
-    built = local_kernel(card, theory)
+    phi4 = local_kernel_factory("phi4")
+    built = phi4(theory, **card.local.model_dump())
     assert isinstance(built, WolffPhi4) and built.n_clusters == 4
-    assert type(local_kernel(plain, theory)) is LocalPhi4
+    assert type(phi4(theory, **plain.local.model_dump())) is LocalPhi4
     assert card.physics_hash() != plain.physics_hash()
     # a plain Metropolis card hashes as it did before the cluster keys existed (its ensembles resume)
     assert plain.physics_hash() == "ef1c5d26dbe6b1e0"
     gauge = parse_card({"theory": {"name": "u1", "shape": [4, 4], "beta": 1.0}, "sampler": {"kind": "local"},
                         "local": {"cluster": "wolff"}})
     with pytest.raises(LocalKernelError, match="phi4 only"):
-        local_kernel(gauge, type("U1", (), {"name": "u1"})())
+        local_kernel_factory("u1")(type("U1", (), {"name": "u1"})(), **gauge.local.model_dump())
