@@ -121,7 +121,8 @@ def test_nothing_imports_the_cli():
 
 def test_the_card_stops_at_the_job_layer():
     """The card module is read by the application (cli, compare), by setup, and by the job layer (job,
-    training, resume, budget), never by the kernels, the driver, the files or the libraries."""
+    training, curriculum, resume, budget), never by the kernels, the driver, the files or the libraries."""
     readers = {m for m, targets in GRAPH.items() if "mcmc.card" in targets}
     assert readers <= {"mcmc.setup", "mcmc.cli", "mcmc.compare", "mcmc.job", "mcmc.training", "mcmc.resume",
+                       "mcmc.curriculum",
                        "mcmc.budget"}
