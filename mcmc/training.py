@@ -194,6 +194,15 @@ def trained_flow(
                 stop=stop,
                 tail_index=_pareto_k,
             )
+    _log_training(result, tcfg.eval_batch)
+    if world.rank == 0:
+        _plot_training(result.metrics, Path(card.out) / "plots" / "training.png")
+    return _with_stage_costs(card, fcfg, TrainedFlow(
+        flow, result.seconds, interrupted=result.stopped_by == "signal", cpu_seconds=result.cpu_seconds))
+
+
+def _log_training(result: Any, eval_batch: int) -> None:
+    """Log the outcome of a training: steps, time, final ESS, and the validation ESS of the kept flow."""
     if result.steps_done:
         log.info(
             "trained flow: %d steps in %.1f s (%d skipped, stopped by %s), final ESS %.3f",
@@ -209,12 +218,8 @@ def trained_flow(
     if len(val.get("ess", ())):
         best = int(np.nanargmax(val["ess"])) if np.isfinite(val["ess"]).any() else 0
         log.info("validation (%d proposals): ESS %.3f at the start, best %.3f at step %d (Pareto k̂ %.2f); "
-                 "the flow kept is that one", tcfg.eval_batch, val["ess"][0], val["ess"][best],
+                 "the flow kept is that one", eval_batch, val["ess"][0], val["ess"][best],
                  result.best_step, val["khat"][best])
-    if world.rank == 0:
-        _plot_training(result.metrics, Path(card.out) / "plots" / "training.png")
-    return _with_stage_costs(card, fcfg, TrainedFlow(
-        flow, result.seconds, interrupted=result.stopped_by == "signal", cpu_seconds=result.cpu_seconds))
 
 
 def _pareto_k(logw: Any) -> float:
