@@ -97,7 +97,7 @@ def _check(series: dict[str, np.ndarray], exact, r_max: int) -> None:
 
 
 def _hmc_configs(theory, n_chains: int, n_therm: int, n_meas: int, seed: int) -> list[torch.Tensor]:
-    from mcmc.hmc import HMC
+    from mcmc.kernels.hmc import HMC
 
     g = torch.Generator().manual_seed(seed)
     kernel = HMC(theory, tau=1.0, n_steps=4, integrator="omelyan")
@@ -113,7 +113,7 @@ def _hmc_configs(theory, n_chains: int, n_therm: int, n_meas: int, seed: int) ->
 def _flow_configs(theory, build, n_chains: int, n_therm: int, n_meas: int, seed: int) -> list[torch.Tensor]:
     """Independence Metropolis with a briefly trained flow proposal (exact whatever the flow's quality)."""
     from flows.train import TrainConfig, train_flow
-    from mcmc.independence import IndependenceMetropolis
+    from mcmc.kernels.independence import IndependenceMetropolis
 
     g = torch.Generator().manual_seed(seed)
     flow = build(theory, {"n_layers": 4, "hidden": [8]}, generator=g)
@@ -143,7 +143,7 @@ def test_sun_hmc_loops_match_character_expansion(n: int) -> None:
 
 
 def test_u1_flow_mh_loops_match_character_expansion() -> None:
-    from flows.gauge_u1 import build_u1_flow
+    from flows.u1.flow import build_u1_flow
 
     th = U1((4, 4), 1.0)
     series = _series(_flow_configs(th, build_u1_flow, 16, 10, 150, 11), 2)
@@ -151,7 +151,7 @@ def test_u1_flow_mh_loops_match_character_expansion() -> None:
 
 
 def test_su2_flow_mh_loops_match_character_expansion() -> None:
-    from flows.gauge_sun import build_sun_flow
+    from flows.sun.flow import build_sun_flow
 
     th = SUN((4, 4), 1.0, 2)
     series = _series(_flow_configs(th, build_sun_flow, 16, 10, 150, 12), 2)
