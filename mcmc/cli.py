@@ -100,6 +100,26 @@ def parser() -> argparse.ArgumentParser:
     meas.add_argument("--json", action="store_true", help="print the JSON summary as the last line")
     meas.add_argument("--S", type=window_S, default=1.5, help="Gamma-method window parameter (default 1.5)")
     meas.add_argument("--plots", metavar="DIR", help="write the observable plots into DIR")
+    meas.add_argument(
+        "--obs",
+        action="append",
+        default=[],
+        metavar="NAME[,NAME...]",
+        help="measure on the stored configurations: correlators, wilson_loops, polyakov_corr, "
+        "gradient_flow or module:function (repeatable); results go to <ensemble>.r<rank>.meas.h5",
+    )
+    meas.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="GROUP.KEY=VALUE",
+        help="a parameter of a measured group, e.g. gradient_flow.t_max=3.5 (repeatable)",
+    )
+    meas.add_argument(
+        "--pyerrors", metavar="FILE.json.gz", help="write every reported quantity as a pyerrors Obs"
+    )
+    meas.add_argument("--quiet", action="store_true", help="no progress bars")
     cmp = sub.add_parser("compare", help="several samplers on one theory, side by side: table, CSV, plots")
     cmp.add_argument("cards", nargs="+", help="run cards of one theory (the first is the reference)")
     cmp.add_argument(
@@ -220,13 +240,55 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from mcmc.report import json_line, render, summarize_files, write_plots
 
     _setup_logging(False)
-    summary = summarize_files(args.files, S=args.S)
+    names = [n.strip() for item in args.obs for n in item.split(",") if n.strip()]
+    if (args.overrides or args.pyerrors) and not names:
+        raise UserError("--set and --pyerrors need --obs")
+    if names:
+        from mcmc.parallel import detect_world
+
+        world = detect_world()
+        summary = _measure_obs(args, names, world)
+        if summary is None:  # not rank 0
+            return 0
+    else:
+        summary = summarize_files(args.files, S=args.S)
     print(render(summary))
     if args.plots:
         write_plots(summary, args.plots)
     if args.json:
         print(json_line(summary))
     return 0
+
+
+def _measure_obs(args: argparse.Namespace, names: list[str], world):  # noqa: ANN001, ANN202
+    """``measure --obs``: measure (resuming, reusing, MPI-split), then the summary with every result."""
+    import dataclasses
+
+    from mcmc.measurement import analyze, measure_files, parse_sets, plans
+    from mcmc.report import summarize_files
+
+    if str(Path.cwd()) not in sys.path:  # user observables: module:function importable from here
+        sys.path.insert(0, str(Path.cwd()))
+    measured = measure_files(args.files, names, parse_sets(args.overrides), world, progress=not args.quiet)
+    if world.rank != 0:
+        return None
+    summary = summarize_files(args.files, S=args.S)
+    results, direct = analyze(measured, S=args.S)
+    if args.pyerrors:
+        from observables.export import dump, to_pyerrors
+
+        obs = {}
+        try:
+            for group, plan in plans(measured).items():
+                series, names_ = measured.series[group], measured.replica_names
+                obs.update(to_pyerrors(plan.direct, series, plan.derived, names_))
+            written = dump(obs, args.pyerrors, description=f"latflow measure {' '.join(names)}")
+        except ImportError as exc:
+            raise UserError(str(exc)) from None
+        print(f"wrote {written} ({len(obs)} observables)", file=sys.stderr)
+    return dataclasses.replace(
+        summary, results={**summary.results, **results}, series={**summary.series, **direct}
+    )
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -303,6 +365,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from mcmc.io.nersc import NerscError
     from mcmc.io.store import StoreError
     from mcmc.job import JobError
+    from observables.groups import GroupError
 
     errors: list[type[BaseException]] = [
         UserError,
@@ -311,6 +374,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         LockError,
         StoreError,
         NerscError,
+        GroupError,
         FileNotFoundError,
     ]
     from mcmc.kernels.local.common import LocalKernelError

@@ -181,6 +181,7 @@ def write_plots(summary: Summary, out_dir: str | Path) -> list[Path]:
     paths = [
         Path(plot_observable_report(name, summary.series[name], result, out_dir))
         for name, result in summary.results.items()
+        if name in summary.series  # derived quantities (measure --obs) have no series of their own
     ]
     if summary.sampler in ("hmc", "flow") and summary.accepted:
         paths.append(Path(plot_accept_history(summary.accepted[0], out_dir / "accept_history.png")))

@@ -1,0 +1,125 @@
+"""``latflow measure --obs``: sidecar storage with provenance, reuse, resume after a kill, parameter
+changes, user observables, pyerrors export (round trip, and pyerrors' errors equal latflow's)."""
+
+import json
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from mcmc.cli import main
+
+
+def make_ensemble(tmp_path, theory, n_configs=80, n_chains=1, name="ens"):
+    card = {
+        "theory": theory,
+        "sampler": {"kind": "hmc"},
+        "sample": {"n_configs": n_configs, "n_therm": 20, "n_chains": n_chains, "progress": False},
+        "seed": 5,
+        "out": str(tmp_path / name),
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(card))
+    assert main(["sample", str(path), "--quiet"]) == 0
+    return tmp_path / name / f"{name}.r0.h5"
+
+
+def last_json(capsys):
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+PHI4 = {"name": "phi4", "shape": [6, 4], "m2": 0.5, "lam": 0.0}
+
+
+def test_correlators_json_sidecar_and_pyerrors(tmp_path, capsys):
+    pe = pytest.importorskip("pyerrors")
+    ens = make_ensemble(tmp_path, PHI4)
+    out = tmp_path / "obs.json.gz"
+    args = ["measure", str(ens), "--obs", "correlators", "--json", "--quiet", "--pyerrors", str(out)]
+    assert main(args) == 0
+    summary = last_json(capsys)
+    obs = summary["observables"]
+    for name in ("mag2", "G_0", "G_1", "G_2", "G_3", "meff_1", "chi2", "xi2", "U4"):
+        assert set(obs[name]) == {"mean", "err", "tau_int", "tau_int_err"}, name
+    side = tmp_path / "ens" / "ens.r0.meas.h5"
+    with h5py.File(side) as f:
+        g = f["correlators"]
+        assert g.attrs["n_done"] == 80 and g.attrs["ensemble"] == "ens.r0.h5"
+        assert json.loads(g.attrs["params"]) == {} and g.attrs["code_version"]
+        with h5py.File(ens) as e:
+            assert np.array_equal(g["crc32"][()], e["crc32"][()])
+        c0 = g["c_0"][:, 0]
+    loaded = pe.input.json.load_json_dict(str(out), verbose=False)
+    assert loaded["G_0"].names == ["ens|r0c0"]
+    for name in ("G_0", "G_2", "chi2", "xi2", "U4"):
+        o = loaded[name]
+        o.gamma_method(S=1.5)
+        assert o.value == pytest.approx(obs[name]["mean"], rel=1e-10), name
+        assert o.dvalue == pytest.approx(obs[name]["err"], rel=1e-3), name
+    # a derived Obs keeps the history of its inputs: G_0 = ⟨c_0⟩ − 4⟨m⟩² has 80 samples in one replica
+    assert loaded["G_0"].idl["ens|r0c0"] == range(1, 81) and len(c0) == 80
+
+
+def test_reuse_resume_and_changed_parameters(tmp_path, capsys):
+    ens = make_ensemble(tmp_path, {"name": "u1", "shape": [4, 4], "beta": 1.0}, n_configs=24, n_chains=2)
+    side = tmp_path / "ens" / "ens.r0.meas.h5"
+    assert main(["measure", str(ens), "--obs", "wilson_loops,polyakov_corr", "--json", "--quiet"]) == 0
+    first = last_json(capsys)["observables"]
+    assert {"W_1x1", "W_2x2", "creutz_1x1", "V_1", "polyakov_corr_0", "polyakov_corr_2"} <= set(first)
+    with h5py.File(side) as f:
+        full = f["wilson_loops"]["W_2x1"][()]
+        assert full.shape == (24, 2)
+    with h5py.File(side, "a") as f:  # a measurement killed after 8 rows, with garbage past them
+        f["wilson_loops"].attrs["n_done"] = 8
+        f["wilson_loops"]["W_2x1"][10] = 99.0
+    assert main(["measure", str(ens), "--obs", "wilson_loops", "--json", "--quiet"]) == 0
+    assert last_json(capsys)["observables"]["W_2x1"] == first["W_2x1"]
+    with h5py.File(side) as f:
+        assert np.array_equal(f["wilson_loops"]["W_2x1"][()], full)
+        stamp = f["polyakov_corr"].attrs["updated"]
+    assert main(["measure", str(ens), "--obs", "polyakov_corr", "--quiet"]) == 0  # reused: nothing written
+    with h5py.File(side) as f:
+        assert f["polyakov_corr"].attrs["updated"] == stamp
+    assert main(["measure", str(ens), "--obs", "wilson_loops", "--set", "wilson_loops.r_max=1", "--json",
+                 "--quiet"]) == 0
+    obs = last_json(capsys)["observables"]
+    assert "W_1x2" in obs and "W_2x1" not in obs
+    with h5py.File(side) as f:
+        assert json.loads(f["wilson_loops"].attrs["params"])["r_max"] == 1
+
+
+def test_user_observable(tmp_path, capsys, monkeypatch):
+    (tmp_path / "myobs.py").write_text(textwrap.dedent('''
+        import torch
+
+        def moments(phi, theory):
+            m = phi.flatten(1).mean(1)
+            return torch.stack([m, m**2 * theory.volume], dim=1)
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ens = make_ensemble(tmp_path, PHI4, n_configs=40)
+    assert main(["measure", str(ens), "--obs", "myobs:moments", "--json", "--quiet"]) == 0
+    obs = last_json(capsys)["observables"]
+    assert obs["moments_1"]["mean"] == pytest.approx(obs["mag2"]["mean"], rel=1e-12)
+    assert obs["moments_1"]["err"] == pytest.approx(obs["mag2"]["err"], rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--obs", "nonsense"], "unknown observable group"),
+        (["--obs", "wilson_loops"], "not phi4"),
+        (["--obs", "correlators", "--set", "correlators.x=1"], "unknown parameter"),
+        (["--obs", "correlators", "--set", "gradient_flow.t_max=1"], "not measured"),
+        (["--obs", "nomodule:f"], "cannot be imported"),
+        (["--set", "correlators.x=1"], "need --obs"),
+    ],
+)
+def test_user_errors_are_one_line(tmp_path, capsys, args, message):
+    ens = make_ensemble(tmp_path, PHI4, n_configs=4)
+    capsys.readouterr()
+    assert main(["measure", str(ens), "--quiet", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
