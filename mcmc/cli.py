@@ -154,6 +154,12 @@ def parser() -> argparse.ArgumentParser:
     nersc.add_argument("--chain", type=int, default=0, help="chain within the configuration (default 0)")
     nersc.add_argument("--storage", choices=("3x3", "3x2"), default="3x3", help="matrix rows stored")
     nersc.add_argument("--precision", choices=("double", "single"), default="double", help="IEEE64 or 32")
+    ildg = sub.add_parser("export-ildg", help="write one SU(3) 4D configuration in the ILDG (LIME) format")
+    ildg.add_argument("ensemble", help="replica file <ensemble>.r<rank>.h5")
+    ildg.add_argument("out", help="output file (ILDG gauge configuration)")
+    ildg.add_argument("--index", type=int, default=-1, help="stored configuration (default: the last)")
+    ildg.add_argument("--chain", type=int, default=0, help="chain within the configuration (default 0)")
+    ildg.add_argument("--precision", type=int, choices=(64, 32), default=64, help="IEEE float bits")
     return ap
 
 
@@ -321,6 +327,15 @@ def cmd_export_nersc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_ildg(args: argparse.Namespace) -> int:
+    from mcmc.io.ildg import export_from_ensemble
+
+    out = export_from_ensemble(args.ensemble, args.out, index=args.index, chain=args.chain,
+                               precision=args.precision)
+    print(f"wrote {out} (ILDG su3gauge, {args.precision}-bit)")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     import json
 
@@ -355,12 +370,14 @@ COMMANDS = {
     "measure": cmd_measure,
     "verify": cmd_verify,
     "export-nersc": cmd_export_nersc,
+    "export-ildg": cmd_export_ildg,
     "compare": cmd_compare,
 }
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from mcmc.card import CardError
+    from mcmc.io.ildg import IldgError
     from mcmc.io.lock import LockError
     from mcmc.io.nersc import NerscError
     from mcmc.io.store import StoreError
@@ -375,6 +392,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         StoreError,
         NerscError,
         GroupError,
+        IldgError,
         FileNotFoundError,
     ]
     from mcmc.kernels.local.common import LocalKernelError
