@@ -123,3 +123,48 @@ def test_user_errors_are_one_line(tmp_path, capsys, args, message):
     assert main(["measure", str(ens), "--quiet", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_gradient_flow_group(tmp_path, capsys):
+    ens = make_ensemble(tmp_path, {"name": "sun", "shape": [2, 2, 2, 2], "beta": 1.0, "N": 3}, n_configs=6)
+    args = ["measure", str(ens), "--obs", "gradient_flow", "--json", "--quiet",
+            "--set", "gradient_flow.t_max=0.6", "--set", "gradient_flow.dt=0.2", "--set",
+            "gradient_flow.report_every=1"]
+    assert main(args) == 0
+    obs = last_json(capsys)["observables"]
+    assert {"t2E_0.2", "t2E_0.4", "t2E_0.6", "t2E_plaq_0.6"} <= set(obs)
+    with h5py.File(tmp_path / "ens" / "ens.r0.meas.h5") as f:
+        g = f["gradient_flow"]
+        assert json.loads(g.attrs["params"]) == {"t_max": 0.6, "dt": 0.2, "q_every": 2, "report_every": 1,
+                                                 "tol": 1e-5}
+        assert set(g) == {"crc32", *(f"E_{k}" for k in range(4)), *(f"Eplaq_{k}" for k in range(4)),
+                          "Q_0", "Q_2"}
+
+
+def test_mpi_split_gives_the_same_rows(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    mpiexec = shutil.which("mpiexec", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    pytest.importorskip("mpi4py")
+    if mpiexec is None:
+        pytest.skip("no mpiexec")
+    ens = make_ensemble(tmp_path, {"name": "u1", "shape": [4, 4], "beta": 1.0}, n_configs=20, n_chains=2)
+    assert main(["measure", str(ens), "--obs", "wilson_loops", "--quiet"]) == 0
+    side = tmp_path / "ens" / "ens.r0.meas.h5"
+    with h5py.File(side) as f:
+        serial = {k: f["wilson_loops"][k][()] for k in f["wilson_loops"]}
+    side.unlink()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMPI_ALLOW_RUN_AS_ROOT": "1",
+           "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    cmd = [mpiexec, "-n", "2", sys.executable, "-m", "mcmc.cli", "measure", str(ens), "--obs", "wilson_loops",
+           "--quiet", "--json"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "W_1x1" in json.loads(r.stdout.strip().splitlines()[-1])["observables"]
+    with h5py.File(side) as f:
+        for k, v in serial.items():
+            np.testing.assert_array_equal(f["wilson_loops"][k][()], v)
