@@ -142,6 +142,56 @@ def load_measured(paths: Sequence[Path], groups: Sequence[Group], params: Mappin
     return Measured(theory, tuple(groups), params, series, tuple(names))
 
 
+SEP = ":"  # in-stream primaries are stored as obs/<group>:<primary>
+
+
+def stream_measure(theory: Any, names: Sequence[str], params: Mapping[str, Mapping[str, Any]]) -> Any:
+    """The in-stream measurement of a card: ``theory.observables(x)`` plus every primary of the groups
+    ``names`` as ``<group>:<primary>``, each ``(B,)``. Raises ``GroupError`` for a bad group or parameter."""
+    if not names:
+        return theory.observables
+    groups = resolve(list(names), theory.name)
+    unknown = sorted(set(params) - {g.name for g in groups})
+    if unknown:
+        raise GroupError(f"card: measure.params.{unknown[0]} is not a measured group (measure.obs)")
+    resolved = {g.name: g.params(theory, params.get(g.name, {})) for g in groups}
+
+    def measure(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = dict(theory.observables(x))
+        with torch.no_grad():
+            for g in groups:
+                values = g.primaries(x, theory, resolved[g.name])
+                out.update({f"{g.name}{SEP}{k}": v for k, v in values.items()})
+        return out
+
+    return measure
+
+
+def stream_results(series: Mapping[str, list[np.ndarray]], theory_params: Mapping[str, Any], card_yaml: str,
+                   S: float = 1.5) -> tuple[dict[str, list[np.ndarray]], dict[str, GammaResult]]:
+    """Split in-stream series into the theory's own and the ``measure:`` groups' primaries, and report the
+    groups like ``measure --obs``: returns (series without group primaries + direct series, results of the
+    groups' reported quantities)."""
+    import yaml
+
+    own = {k: v for k, v in series.items() if SEP not in k}
+    grouped: dict[str, dict[str, list[np.ndarray]]] = {}
+    for key, value in series.items():
+        if SEP in key:
+            group, _, name = key.rpartition(SEP)
+            grouped.setdefault(group, {})[name] = value
+    if not grouped:
+        return own, {}
+    card = yaml.safe_load(card_yaml or "{}") or {}
+    overrides = (card.get("measure") or {}).get("params") or {}
+    theory = theory_from_params(theory_params)
+    groups = resolve(list(grouped), theory.name)
+    params = {g.name: g.params(theory, overrides.get(g.name, {})) for g in groups}
+    measured = Measured(theory, tuple(groups), params, grouped, ())
+    results, direct = analyze(measured, S=S)
+    return {**own, **direct}, results
+
+
 def plans(measured: Measured) -> dict[str, Plan]:
     """What each group reports, from its stored series."""
     return {g.name: g.plan(measured.series[g.name], measured.theory, measured.params[g.name])

@@ -168,3 +168,32 @@ def test_mpi_split_gives_the_same_rows(tmp_path):
     with h5py.File(side) as f:
         for k, v in serial.items():
             np.testing.assert_array_equal(f["wilson_loops"][k][()], v)
+
+
+def test_card_measure_section_in_stream(tmp_path, capsys):
+    card = {
+        "theory": {"name": "u1", "shape": [4, 4], "beta": 1.0},
+        "sampler": {"kind": "hmc"},
+        "sample": {"n_configs": 30, "n_therm": 10, "n_chains": 2, "progress": False},
+        "measure": {"obs": ["wilson_loops"], "params": {"wilson_loops": {"r_max": 2, "t_max": 2}}},
+        "seed": 2,
+        "out": str(tmp_path / "ens"),
+    }
+    path = tmp_path / "card.yaml"
+    path.write_text(yaml.safe_dump(card))
+    assert main(["run", str(path), "--json", "--quiet", "--no-plots"]) == 0
+    obs = last_json(capsys)["observables"]
+    assert {"plaquette", "W_1x1", "W_2x2", "creutz_2x2", "V_2"} <= set(obs)
+    assert not any(":" in k for k in obs)
+    assert obs["W_1x1"]["mean"] == pytest.approx(obs["plaquette"]["mean"], rel=1e-12)
+    with h5py.File(tmp_path / "ens" / "ens.r0.h5") as f:
+        assert "wilson_loops:W_1x2" in f["obs"]
+    # post-hoc measurement of the same group on the same configurations agrees
+    assert main(["measure", str(tmp_path / "ens" / "ens.r0.h5"), "--obs", "wilson_loops", "--set",
+                 "wilson_loops.r_max=2", "--set", "wilson_loops.t_max=2", "--json", "--quiet"]) == 0
+    again = last_json(capsys)["observables"]
+    assert again["creutz_2x2"] == obs["creutz_2x2"]
+    card["measure"] = {"obs": ["nonsense"]}
+    path.write_text(yaml.safe_dump(card))
+    assert main(["run", str(path), "--quiet", "--overwrite"]) == 2
+    assert "unknown observable group" in capsys.readouterr().err
