@@ -193,9 +193,9 @@ def stream_results(series: Mapping[str, list[np.ndarray]], theory_params: Mappin
 
 
 def plans(measured: Measured) -> dict[str, Plan]:
-    """What each group reports, from its stored series."""
+    """What each group reports, from its stored series (a group with nothing stored reports nothing)."""
     return {g.name: g.plan(measured.series[g.name], measured.theory, measured.params[g.name])
-            for g in measured.groups}
+            for g in measured.groups if measured.series.get(g.name)}
 
 
 def analyze(measured: Measured, S: float = 1.5) -> tuple[dict[str, GammaResult], dict[str, list[np.ndarray]]]:

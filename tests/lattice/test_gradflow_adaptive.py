@@ -13,7 +13,7 @@ def gen(seed):
     return torch.Generator().manual_seed(seed)
 
 
-def start(n=3, shape=(3, 3, 3, 3), seed=1):
+def start(n=3, shape=(2, 2, 2, 2), seed=1):
     """A Haar-random configuration flowed a little: rough but not pathological."""
     u = SUN(shape, 1.0, n).random_field(1, gen(seed))
     for _ in range(5):
