@@ -180,7 +180,7 @@ def resolve(names: list[str], theory_name: str) -> list[Group]:
     """Groups for ``--obs`` names (built-in names or ``module:function``), checked against the theory."""
     groups = []
     for name in names:
-        group = user_group(name) if ":" in name else BUILTIN.get(name)
+        group = user_group(name.removeprefix("user:")) if ":" in name else BUILTIN.get(name)
         if group is None:
             accepted = sorted(BUILTIN)
             raise GroupError(f"unknown observable group {name!r}; accepted: {accepted} or module:function")

@@ -170,12 +170,15 @@ def test_mpi_split_gives_the_same_rows(tmp_path):
             np.testing.assert_array_equal(f["wilson_loops"][k][()], v)
 
 
-def test_card_measure_section_in_stream(tmp_path, capsys):
+def test_card_measure_section_in_stream(tmp_path, capsys, monkeypatch):
+    (tmp_path / "loopobs.py").write_text("def cos_sum(x, theory):\n    return x.cos().flatten(1).mean(1)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
     card = {
         "theory": {"name": "u1", "shape": [4, 4], "beta": 1.0},
         "sampler": {"kind": "hmc"},
         "sample": {"n_configs": 30, "n_therm": 10, "n_chains": 2, "progress": False},
-        "measure": {"obs": ["wilson_loops"], "params": {"wilson_loops": {"r_max": 2, "t_max": 2}}},
+        "measure": {"obs": ["wilson_loops", "loopobs:cos_sum"],
+                    "params": {"wilson_loops": {"r_max": 2, "t_max": 2}}},
         "seed": 2,
         "out": str(tmp_path / "ens"),
     }
@@ -183,7 +186,7 @@ def test_card_measure_section_in_stream(tmp_path, capsys):
     path.write_text(yaml.safe_dump(card))
     assert main(["run", str(path), "--json", "--quiet", "--no-plots"]) == 0
     obs = last_json(capsys)["observables"]
-    assert {"plaquette", "W_1x1", "W_2x2", "creutz_2x2", "V_2"} <= set(obs)
+    assert {"plaquette", "W_1x1", "W_2x2", "creutz_2x2", "V_2", "cos_sum"} <= set(obs)
     assert not any(":" in k for k in obs)
     assert obs["W_1x1"]["mean"] == pytest.approx(obs["plaquette"]["mean"], rel=1e-12)
     with h5py.File(tmp_path / "ens" / "ens.r0.h5") as f:
