@@ -186,6 +186,28 @@ def section_settings(section: BaseModel, config: type, label: str) -> dict[str, 
     return values
 
 
+class MeasureCard(_Section):
+    """Observables measured in-stream on every stored configuration, besides the theory's own:
+    ``obs`` lists groups of ``observables.groups`` (``correlators``, ``wilson_loops``, ``polyakov_corr``,
+    ``gradient_flow``) or ``module:function``; ``params`` maps a group to its parameters. The
+    per-configuration primaries are stored as ``obs/<group>:<primary>`` and reported like
+    ``latflow measure --obs``."""
+
+    obs: list[str] = []
+    params: dict[str, dict[str, Any]] = {}
+
+    @field_validator("obs")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        from observables.groups import BUILTIN
+
+        for name in names:
+            if ":" not in name and name not in BUILTIN:
+                accepted = sorted(BUILTIN)
+                raise ValueError(f"unknown observable group {name!r}; accepted: {accepted} or mod:function")
+        return names
+
+
 class SampleCard(_Section):
     n_configs: int = Field(default=10000, ge=1)
     n_therm: int = Field(default=500, ge=0)
@@ -216,6 +238,7 @@ class Card(_Section):
     train: TrainCard = TrainCard()
     accel: AccelCard = AccelCard()
     sample: SampleCard = SampleCard()
+    measure: MeasureCard = MeasureCard()
     seed: int = Field(default=1234, ge=0, lt=2**63)  # stored as an int64 attribute
     out: str = "runs/out/latflow"
     name: str | None = None

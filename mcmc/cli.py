@@ -100,6 +100,26 @@ def parser() -> argparse.ArgumentParser:
     meas.add_argument("--json", action="store_true", help="print the JSON summary as the last line")
     meas.add_argument("--S", type=window_S, default=1.5, help="Gamma-method window parameter (default 1.5)")
     meas.add_argument("--plots", metavar="DIR", help="write the observable plots into DIR")
+    meas.add_argument(
+        "--obs",
+        action="append",
+        default=[],
+        metavar="NAME[,NAME...]",
+        help="measure on the stored configurations: correlators, wilson_loops, polyakov_corr, "
+        "gradient_flow or module:function (repeatable); results go to <ensemble>.r<rank>.meas.h5",
+    )
+    meas.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="GROUP.KEY=VALUE",
+        help="a parameter of a measured group, e.g. gradient_flow.t_max=3.5 (repeatable)",
+    )
+    meas.add_argument(
+        "--pyerrors", metavar="FILE.json.gz", help="write every reported quantity as a pyerrors Obs"
+    )
+    meas.add_argument("--quiet", action="store_true", help="no progress bars")
     cmp = sub.add_parser("compare", help="several samplers on one theory, side by side: table, CSV, plots")
     cmp.add_argument("cards", nargs="+", help="run cards of one theory (the first is the reference)")
     cmp.add_argument(
@@ -134,6 +154,12 @@ def parser() -> argparse.ArgumentParser:
     nersc.add_argument("--chain", type=int, default=0, help="chain within the configuration (default 0)")
     nersc.add_argument("--storage", choices=("3x3", "3x2"), default="3x3", help="matrix rows stored")
     nersc.add_argument("--precision", choices=("double", "single"), default="double", help="IEEE64 or 32")
+    ildg = sub.add_parser("export-ildg", help="write one SU(3) 4D configuration in the ILDG (LIME) format")
+    ildg.add_argument("ensemble", help="replica file <ensemble>.r<rank>.h5")
+    ildg.add_argument("out", help="output file (ILDG gauge configuration)")
+    ildg.add_argument("--index", type=int, default=-1, help="stored configuration (default: the last)")
+    ildg.add_argument("--chain", type=int, default=0, help="chain within the configuration (default 0)")
+    ildg.add_argument("--precision", type=int, choices=(64, 32), default=64, help="IEEE float bits")
     return ap
 
 
@@ -220,13 +246,55 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from mcmc.report import json_line, render, summarize_files, write_plots
 
     _setup_logging(False)
-    summary = summarize_files(args.files, S=args.S)
+    names = [n.strip() for item in args.obs for n in item.split(",") if n.strip()]
+    if (args.overrides or args.pyerrors) and not names:
+        raise UserError("--set and --pyerrors need --obs")
+    if names:
+        from mcmc.parallel import detect_world
+
+        world = detect_world()
+        summary = _measure_obs(args, names, world)
+        if summary is None:  # not rank 0
+            return 0
+    else:
+        summary = summarize_files(args.files, S=args.S)
     print(render(summary))
     if args.plots:
         write_plots(summary, args.plots)
     if args.json:
         print(json_line(summary))
     return 0
+
+
+def _measure_obs(args: argparse.Namespace, names: list[str], world):  # noqa: ANN001, ANN202
+    """``measure --obs``: measure (resuming, reusing, MPI-split), then the summary with every result."""
+    import dataclasses
+
+    from mcmc.measurement import analyze, measure_files, parse_sets, plans
+    from mcmc.report import summarize_files
+
+    if str(Path.cwd()) not in sys.path:  # user observables: module:function importable from here
+        sys.path.insert(0, str(Path.cwd()))
+    measured = measure_files(args.files, names, parse_sets(args.overrides), world, progress=not args.quiet)
+    if world.rank != 0:
+        return None
+    summary = summarize_files(args.files, S=args.S)
+    results, direct = analyze(measured, S=args.S)
+    if args.pyerrors:
+        from observables.export import dump, to_pyerrors
+
+        obs = {}
+        try:
+            for group, plan in plans(measured).items():
+                series, names_ = measured.series[group], measured.replica_names
+                obs.update(to_pyerrors(plan.direct, series, plan.derived, names_))
+            written = dump(obs, args.pyerrors, description=f"latflow measure {' '.join(names)}")
+        except ImportError as exc:
+            raise UserError(str(exc)) from None
+        print(f"wrote {written} ({len(obs)} observables)", file=sys.stderr)
+    return dataclasses.replace(
+        summary, results={**summary.results, **results}, series={**summary.series, **direct}
+    )
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -256,6 +324,15 @@ def cmd_export_nersc(args: argparse.Namespace) -> int:
         precision=args.precision,
     )
     print(f"wrote {args.out} ({header['DATATYPE']}, plaquette {header['PLAQUETTE']})")
+    return 0
+
+
+def cmd_export_ildg(args: argparse.Namespace) -> int:
+    from mcmc.io.ildg import export_from_ensemble
+
+    out = export_from_ensemble(args.ensemble, args.out, index=args.index, chain=args.chain,
+                               precision=args.precision)
+    print(f"wrote {out} (ILDG su3gauge, {args.precision}-bit)")
     return 0
 
 
@@ -293,6 +370,7 @@ COMMANDS = {
     "measure": cmd_measure,
     "verify": cmd_verify,
     "export-nersc": cmd_export_nersc,
+    "export-ildg": cmd_export_ildg,
     "compare": cmd_compare,
 }
 
@@ -301,15 +379,16 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that are the user's to fix: printed as one line, exit status 2."""
     from flows.checkpoint import CheckpointMismatch
     from mcmc.card import CardError
+    from mcmc.io.ildg import IldgError
     from mcmc.io.lock import LockError
     from mcmc.io.nersc import NerscError
     from mcmc.io.store import StoreError
     from mcmc.kernels.local.common import LocalKernelError
     from mcmc.runtime import JobError
+    from observables.groups import GroupError
 
-    return (UserError, CardError, JobError, LockError, StoreError, NerscError, FileNotFoundError,
-            LocalKernelError,
-            CheckpointMismatch)
+    return (UserError, CardError, JobError, LockError, StoreError, NerscError, GroupError, IldgError,
+            FileNotFoundError, LocalKernelError, CheckpointMismatch)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,6 +41,13 @@ class SampleOutcome:
     interrupted: bool
 
 
+def _measure_fn(card: Any, theory: Any) -> Any:
+    """The in-stream measurement: the theory's observables plus the card's ``measure:`` groups."""
+    from mcmc.measurement import stream_measure
+
+    return stream_measure(theory, card.measure.obs, card.measure.params)
+
+
 def build_kernel(
     card: Card,
     theory: Theory,
@@ -152,7 +159,7 @@ def _open_writer(
             field_shape=tuple(state.x.shape[1:]),
             n_chains=card.sample.n_chains,
             field_dtype=str(state.x.dtype).removeprefix("torch."),
-            obs_names=list(theory.observables(state.x)),
+            obs_names=list(_measure_fn(card, theory)(state.x)),
             attrs=provenance(card, world, tuple(ss.spawn_key), theory),
             proposal_obs_names=tuple(getattr(state, "buffer_obs", None) or ()),
         )
@@ -264,7 +271,7 @@ def _sample(
             state,
             generator,
             schedule=schedule,
-            measure=theory.observables,
+            measure=_measure_fn(card, theory),
             writer=writer,
             start=start,
             field_dtype=state.x.dtype,  # the kernel's own field dtype (complex for SU(N))

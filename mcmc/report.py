@@ -112,7 +112,11 @@ def summarize_files(
     accepted = np.concatenate([getattr(e, rate).ravel() for e in ensembles]).astype(np.float64)
     logw = np.concatenate([e.proposal_logw.ravel() for e in ensembles])
     finite = logw[np.isfinite(logw)]
-    results = summarize(series, S=S)
+    # in-stream groups of the card's ``measure:`` section (obs/<group>:<primary>) report like measure --obs
+    from mcmc.measurement import stream_results
+
+    series, measured = stream_results(series, ensembles[0].theory, str(ensembles[0].attrs.get("card", "")), S)
+    results = {**summarize(series, S=S), **{k: v for k, v in measured.items() if k not in series}}
     checks = None
     if sampler == "flow" and finite.size:
         checks = flow_checks(results, series, [e.proposal_obs for e in ensembles],
@@ -181,6 +185,7 @@ def write_plots(summary: Summary, out_dir: str | Path) -> list[Path]:
     paths = [
         Path(plot_observable_report(name, summary.series[name], result, out_dir))
         for name, result in summary.results.items()
+        if name in summary.series  # derived quantities (measure --obs) have no series of their own
     ]
     if summary.sampler in ("hmc", "flow") and summary.accepted:
         paths.append(Path(plot_accept_history(summary.accepted[0], out_dir / "accept_history.png")))
