@@ -83,9 +83,15 @@ class Flow(nn.Module):
             logq = logq - logdet
         return x, logq
 
+    def draw_prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` prior draws ``z (n, *L)`` in the flow's dtype and device: the only randomness of a sample,
+        so ``sample(n, g)`` equals ``push(draw_prior(n, g))`` and prior draws made in several calls can be
+        concatenated and pushed at once."""
+        return self.prior.sample(n, generator, self.dtype, self.device)
+
     def forward_with_logq(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Training path: ``n`` reparameterised samples ``(n, *L)`` and their log q ``(n,)``, with grad."""
-        return self.push(self.prior.sample(n, generator, self.dtype, self.device))
+        return self.push(self.draw_prior(n, generator))
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

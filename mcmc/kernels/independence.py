@@ -19,9 +19,13 @@ rejected in one pass (:func:`accept_scan`, bit-identical to stepping). ``rows`` 
   ``rows`` becomes the largest power of two whose refill stays within the budget. This keeps every
   refill short, so a stop request, read by the driver between updates, takes effect promptly.
 
-The chosen ``rows`` is kept in the state (and so in checkpoints): a resumed chain continues
-bit-identically. Without a time budget (``refill_seconds=None``) ``rows`` depends only on the card, so
-fresh runs with one seed agree bit for bit on any machine.
+Reproducibility. A refill draws its randomness row by row from the one generator, for each row the B
+prior draws of its proposals and then their B uniforms, and pushes the concatenated prior draws through
+the flow in one batched call (``Flow.draw_prior``, ``Flow.push``). The random stream is therefore the
+same for every ``rows``: ``rows`` only sets how much is computed at once, so the timed choice of the
+time budget does not change an ensemble wherever the flow's forward map is bit-identical per sample
+across batch sizes (tests/mcmc/kernels/test_independence_rows.py checks this for the φ⁴, U(1) and SU(N)
+flows on the CPU). The chosen ``rows`` is kept in the state (and so in checkpoints).
 """
 
 from __future__ import annotations
@@ -186,15 +190,35 @@ class IndependenceMetropolis:
         x, logq = self.flow.sample(n_chains, generator)
         return FlowChainState(x=x, logp=self._logp(x), logq=logq.to(torch.float64), **self._empty_buffer(x))
 
+    def _proposals(
+        self, n_chains: int, rows: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``rows × n_chains`` proposals ``x (rows·B, *L)``, their ``logq (rows·B,)`` and the log-uniforms
+        ``(rows, B)`` of their accept tests, the randomness drawn row by row (module docstring). A proposal
+        without ``draw_prior``/``push`` (only ``sample``) is sampled in one call, its stream then
+        depending on ``rows``."""
+        def uniforms() -> torch.Tensor:
+            return torch.rand((n_chains,), generator=generator, dtype=torch.float64, device=generator.device)
+
+        if not (hasattr(self.flow, "draw_prior") and hasattr(self.flow, "push")):
+            x, logq = self.flow.sample(n_chains * rows, generator)
+            return x, logq, torch.log(torch.stack([uniforms() for _ in range(rows)]))
+        z, u = [], []
+        for _ in range(rows):
+            z.append(self.flow.draw_prior(n_chains, generator))
+            u.append(uniforms())
+        x, logq = self.flow.push(torch.cat(z))
+        return x, logq, torch.log(torch.stack(u))
+
     @torch.no_grad()
     def _draw(self, state: FlowChainState, rows: int, generator: torch.Generator) -> FlowChainState:
-        """A fresh buffer of ``rows`` proposals per chain (one flow call), then their log-uniforms."""
+        """A fresh buffer of ``rows`` proposals per chain. The randomness is drawn row by row from
+        ``generator`` (for each row: the B prior draws of its proposals, then its B uniforms), so the
+        stream does not depend on ``rows``; the prior draws are then pushed through the flow in one call."""
         n_chains = state.x.shape[0]
-        x, logq = self.flow.sample(n_chains * rows, generator)
+        x, logq, logu = self._proposals(n_chains, rows, generator)
         logp = self._logp(x)
         obs = {k: v.reshape(rows, n_chains) for k, v in self._observe(x).items()}
-        logu = torch.log(torch.rand((rows, n_chains), generator=generator, dtype=torch.float64,
-                                    device=logp.device))
         return replace(
             state,
             buffer_x=x.reshape(rows, n_chains, *x.shape[1:]),
