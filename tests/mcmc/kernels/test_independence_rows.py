@@ -3,8 +3,9 @@ forward map is bit-identical per sample across batch sizes on the CPU (U(1), wit
 ensembles for rows = 1, 2, 8 and for a timed choice of rows agree bit for bit. The φ⁴ and SU(N) forward
 maps are not batch-invariant in the last bit on the CPU (a sample pushed alone, or φ⁴ in a batch of 3,
 differs by rounding from the same sample in a larger batch: ``F.softplus`` of the spline derivatives
-runs a SIMD loop of 16 doubles on AVX-512 and a scalar remainder that rounds differently), so for them the ensembles are checked for
-identical accept decisions and agreement to rounding (1e-12), and the batch dependence is an xfail."""
+runs a SIMD loop of 16 doubles on AVX-512 and a scalar remainder that rounds differently), so for them
+the ensembles are checked for identical accept decisions and agreement to rounding (1e-12), and the
+batch dependence is an xfail."""
 
 import pytest
 import torch
