@@ -29,9 +29,8 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
-from flows.transforms import rq_forward_in_bin, rq_inverse_in_bin, softmax
+from flows.transforms import rq_forward_in_bin, rq_inverse_in_bin, softmax, softplus
 
 TWO_PI = 2.0 * math.pi
 MIN_SCALE = 1e-3  # smallest NCP α
@@ -45,7 +44,7 @@ Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Ten
 
 def positive(raw: torch.Tensor, floor: float) -> torch.Tensor:
     """floor + softplus(raw + c), with c chosen so that raw = 0 gives exactly 1."""
-    return floor + F.softplus(raw + math.log(math.expm1(1.0 - floor)))
+    return floor + softplus(raw + math.log(math.expm1(1.0 - floor)))
 
 
 # ----------------------------------------------------------------------------- NCP mixture

@@ -28,6 +28,16 @@ MIN_DERIVATIVE = 1e-3
 DERIVATIVE_OFFSET = math.log(math.expm1(1.0 - MIN_DERIVATIVE))
 
 
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """log(1 + e^x) = max(x, 0) + log(1 + e^{−|x|}), elementwise, built from exp and log only.
+
+    torch's CPU ``F.softplus`` rounds the SIMD remainder of its loop differently from the vector body, so a
+    sample's value would depend on the batch it is computed in; exp and log do not. Keeping every
+    sample's map independent of the batch keeps a flow ensemble independent of the proposal chunking.
+    """
+    return x.clamp(min=0) + torch.log(1 + torch.exp(-x.abs()))
+
+
 def affine_forward(x: torch.Tensor, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """y = x·e^s + t with ``params[..., 0] = s``, ``params[..., 1] = t``; logdet = s. Shapes ``(...)``."""
     s, t = params[..., 0], params[..., 1]
@@ -81,7 +91,7 @@ def _spline_geometry(
         raise ValueError(f"spline params have {params.shape[-1]} entries, expected 3K − 1 for some K")
     widths, x_knots = _knots(params[..., :bins], bound, MIN_BIN_WIDTH)
     heights, y_knots = _knots(params[..., bins : 2 * bins], bound, MIN_BIN_HEIGHT)
-    interior = MIN_DERIVATIVE + F.softplus(params[..., 2 * bins :] + DERIVATIVE_OFFSET)
+    interior = MIN_DERIVATIVE + softplus(params[..., 2 * bins :] + DERIVATIVE_OFFSET)
     ones = torch.ones_like(interior[..., :1])
     derivatives = torch.cat([ones, interior, ones], dim=-1)
     return widths, x_knots, heights, y_knots, derivatives

@@ -23,9 +23,9 @@ Reproducibility. A refill draws its randomness row by row from the one generator
 prior draws of its proposals and then their B uniforms, and pushes the concatenated prior draws through
 the flow in one batched call (``Flow.draw_prior``, ``Flow.push``). The random stream is therefore the
 same for every ``rows``: ``rows`` only sets how much is computed at once, so the timed choice of the
-time budget does not change an ensemble wherever the flow's forward map is bit-identical per sample
-across batch sizes (tests/mcmc/kernels/test_independence_rows.py checks this for the φ⁴, U(1) and SU(N)
-flows on the CPU). The chosen ``rows`` is kept in the state (and so in checkpoints).
+time budget does not change an ensemble: the flows' forward maps are bit-identical per sample across
+batch sizes (``flows.transforms.softplus``; tests/mcmc/kernels/test_independence_rows.py checks the φ⁴,
+U(1) and SU(N) flows on the CPU). The chosen ``rows`` is kept in the state (and so in checkpoints).
 """
 
 from __future__ import annotations
