@@ -169,16 +169,8 @@ def export_from_ensemble(ensemble: str | Path, out: str | Path, *, index: int = 
                          precision: int = 64) -> Path:
     """Write configuration ``index`` (negative: from the end), chain ``chain``, of a 4D SU(3) replica
     file as an ILDG file; the logical file name is ``<ensemble_id>/<traj>``."""
-    from mcmc.io.store import open_for_reading
+    from mcmc.io.single import stored_config
 
-    with open_for_reading(ensemble) as f:
-        configs = f["configs"]
-        n, n_chains = configs.shape[0], configs.shape[1]
-        i = index + n if index < 0 else index
-        if not (0 <= i < n and 0 <= chain < n_chains):
-            raise IldgError(
-                f"{ensemble}: no configuration {index}, chain {chain} ({n} stored, {n_chains} chains)"
-            )
-        links, traj = configs[i, chain], int(f["traj"][i])
-        lfn = f"{f.attrs.get('ensemble_id', 'latflow')}/{traj}"
+    links, traj, ensemble_id = stored_config(ensemble, index, chain)
+    lfn = f"{ensemble_id}/{traj}"
     return write_ildg(out, links, precision=precision, lfn=lfn)

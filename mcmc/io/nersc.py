@@ -210,18 +210,9 @@ def export_from_ensemble(
 ) -> dict[str, str]:
     """Write configuration ``index`` (negative: from the end), chain ``chain``, of a 4D SU(3) replica
     file as a NERSC file; the ensemble id and the update number go into the header."""
-    from mcmc.io.store import open_for_reading
+    from mcmc.io.single import stored_config
 
-    with open_for_reading(ensemble) as f:
-        configs = f["configs"]
-        n, n_chains = configs.shape[0], configs.shape[1]
-        i = index + n if index < 0 else index
-        if not (0 <= i < n and 0 <= chain < n_chains):
-            raise NerscError(
-                f"{ensemble}: no configuration {index}, chain {chain} ({n} stored, {n_chains} chains)"
-            )
-        links, traj = configs[i, chain], int(f["traj"][i])
-        ensemble_id = str(f.attrs.get("ensemble_id", "latflow"))
+    links, traj, ensemble_id = stored_config(ensemble, index, chain)
     return write_nersc(
         out, links, storage=storage, precision=precision, ensemble_id=ensemble_id, sequence_number=traj
     )
