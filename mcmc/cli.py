@@ -60,16 +60,14 @@ class _LazyFileHandler(logging.FileHandler):
         self.flush()
 
 
+def _set_arg(p: argparse.ArgumentParser, metavar: str, text: str) -> None:
+    """The repeatable ``--set`` option, collected into ``overrides``."""
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar=metavar, help=text)
+
+
 def _card_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("card", help="run card (YAML)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a card key in dotted form, e.g. sample.n_configs=20000 (repeatable)",
-    )
+    _set_arg(p, "KEY=VALUE", "override a card key in dotted form, e.g. sample.n_configs=20000 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
 
 
@@ -108,28 +106,15 @@ def parser() -> argparse.ArgumentParser:
         help="measure on the stored configurations: correlators, wilson_loops, polyakov_corr, "
         "gradient_flow or module:function (repeatable); results go to <ensemble>.r<rank>.meas.h5",
     )
-    meas.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="GROUP.KEY=VALUE",
-        help="a parameter of a measured group, e.g. gradient_flow.t_max=3.5 (repeatable)",
-    )
+    _set_arg(meas, "GROUP.KEY=VALUE",
+             "a parameter of a measured group, e.g. gradient_flow.t_max=3.5 (repeatable)")
     meas.add_argument(
         "--pyerrors", metavar="FILE.json.gz", help="write every reported quantity as a pyerrors Obs"
     )
     meas.add_argument("--quiet", action="store_true", help="no progress bars")
     cmp = sub.add_parser("compare", help="several samplers on one theory, side by side: table, CSV, plots")
     cmp.add_argument("cards", nargs="+", help="run cards of one theory (the first is the reference)")
-    cmp.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key in every card, e.g. sample.n_configs=5000 (repeatable)",
-    )
+    _set_arg(cmp, "KEY=VALUE", "override a key in every card, e.g. sample.n_configs=5000 (repeatable)")
     cmp.add_argument(
         "--out", default="runs/out/compare", help="directory for compare.md/.csv/.json and plots"
     )
