@@ -10,7 +10,7 @@ from lattice.scalar import Phi4
 from mcmc.driver import Schedule, run_chain
 from mcmc.io.store import EnsembleWriter
 from mcmc.kernels.independence import IndependenceMetropolis
-from tests.mcmc.kernels.test_independence_buffer import GaussianProposal
+from tests.mcmc.kernels.test_independence import GaussianProposal
 
 
 class StepOnly:

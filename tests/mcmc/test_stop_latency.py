@@ -17,7 +17,7 @@ import torch
 from mcmc.driver import Position, Schedule, run_chain, state_from_dict, state_to_dict
 from mcmc.io.store import EnsembleWriter
 from mcmc.kernels.independence import IndependenceMetropolis
-from tests.mcmc.kernels.test_independence_buffer import Gaussian, GaussianProposal
+from tests.mcmc.kernels.test_independence import Gaussian, GaussianProposal
 
 SLEEP = 0.002  # seconds per proposal
 N_CHAINS, BATCH, BUDGET = 4, 1024, 0.18

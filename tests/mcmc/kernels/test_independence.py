@@ -1,9 +1,13 @@
-"""Independence Metropolis on a flow: exactness, buffering, reweighting, and φ⁴ physics against HMC.
+"""Independence Metropolis on a flow: exactness, buffering, reweighting, and φ⁴ physics against HMC; the
+proposal buffer: memory and time budgets, the one-pass accept scan (bit-identical to stepping),
+observables and log-uniforms per proposal, compact checkpoints.
 
 Errors are Wolff Gamma-method errors (each chain a replica); tolerances are 4σ.
 """
 
 import math
+import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -12,7 +16,12 @@ from flows.model import build_flow
 from flows.train import TrainConfig, train_flow
 from lattice.scalar import Phi4
 from mcmc.kernels.hmc import HMC
-from mcmc.kernels.independence import FlowChainState, IndependenceMetropolis
+from mcmc.kernels.independence import (
+    ACTIVATION_FACTOR,
+    FlowChainState,
+    IndependenceMetropolis,
+    accept_scan,
+)
 from mcmc.kernels.protocol import Kernel
 from mcmc.reweighting import flow_proposals, reweighted_observables
 from observables.gamma import gamma_analysis
@@ -130,3 +139,124 @@ def test_flow_metropolis_and_reweighting_agree_with_hmc(run_chain):
         assert mc.err < 0.05 * ref.mean  # the comparison has resolving power
         sigma_rw = math.hypot(ref.err, rw[name].err)
         assert abs(rw[name].mean - ref.mean) < 4 * sigma_rw, (name, rw[name].mean, rw[name].err, ref.mean)
+
+
+class GaussianProposal:
+    """q = N(0, s²) per site, with its exact log density; ``sleep`` seconds per proposal drawn."""
+
+    dtype, device = torch.float64, torch.device("cpu")
+
+    def __init__(self, shape, s=1.0, sleep=0.0):
+        self.shape, self.s, self.sleep, self.calls = tuple(shape), s, sleep, []
+
+    def log_prob(self, x):
+        v = x.flatten(1)
+        return -(v * v).sum(1) / (2 * self.s**2) - v.shape[1] * (0.5 * torch.log(torch.tensor(2 * torch.pi))
+                                                                   + torch.log(torch.tensor(self.s)))
+
+    def sample(self, n, generator):
+        self.calls.append(n)
+        if self.sleep:
+            time.sleep(self.sleep * n)
+        x = self.s * torch.randn((n, *self.shape), generator=generator, dtype=torch.float64)
+        return x, self.log_prob(x)
+
+
+def _kernel(**kw):
+    return IndependenceMetropolis(Gaussian((3,), sigma=0.8), GaussianProposal((3,), s=1.3), **kw)
+
+
+def test_steps_equal_single_steps_bit_for_bit():
+    """The one-pass scan over a buffer gives exactly the states and records of stepping row by row."""
+    kernel = _kernel(batch=64)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    s1 = kernel.init_from_flow(5, g1)
+    s2 = kernel.init_from_flow(5, g2)
+    for _ in range(10):  # the first scan starts in a partly used buffer
+        s1, _ = kernel.step(s1, g1)
+        s2, _ = kernel.step(s2, g2)
+    for _ in range(3):
+        xs, infos = [], []
+        for _ in range(64 if s1.cursor >= s1.buffer_x.shape[0] else 64 - s1.cursor):
+            s1, info = kernel.step(s1, g1)
+            xs.append(s1.x)
+            infos.append(info)
+        s2, many, x_rows, logp_rows = kernel.steps(s2, g2)
+        assert torch.equal(logp_rows[-1], s1.logp)
+        assert torch.equal(torch.stack(xs), x_rows)
+        for name in ("accepted", "accept_prob", "logq", "proposal_logw"):
+            assert torch.equal(torch.stack([getattr(i, name) for i in infos]), getattr(many, name)), name
+        assert torch.equal(torch.stack([i.proposal_obs["phi2"] for i in infos]), many.proposal_obs["phi2"])
+        assert torch.equal(s1.x, s2.x) and torch.equal(s1.logp, s2.logp) and s1.cursor == s2.cursor == 64
+    assert 0.2 < float(torch.stack([i.accepted for i in infos]).double().mean()) < 0.9
+
+
+def test_accept_scan_matches_a_hand_trace():
+    logw = torch.tensor([[0.0], [-1.0], [2.0], [1.0]], dtype=torch.float64)
+    logu = torch.log(torch.tensor([[0.5], [0.5], [0.9], [0.3]], dtype=torch.float64))
+    accepted, source, _ = accept_scan(logw, logu, torch.tensor([1.0], dtype=torch.float64))
+    # log ratios: row 0: 0 − 1 = −1 < log 0.5 reject; row 1: −2 reject; row 2: +1 accept; row 3: 1 − 2 = −1
+    # > log 0.3 = −1.2 accept
+    assert accepted[:, 0].tolist() == [False, False, True, True]
+    assert source[:, 0].tolist() == [-1, -1, 2, 3]
+
+
+def test_proposal_observables_and_weights_are_those_of_the_proposal():
+    kernel = _kernel(batch=8)
+    gen = torch.Generator().manual_seed(1)
+    state = kernel.init_from_flow(2, gen)
+    state, info = kernel.step(state, gen)
+    x = state.buffer_x[0]
+    torch.testing.assert_close(info.proposal_obs["phi2"], (x * x).mean(1))
+    torch.testing.assert_close(info.proposal_logw, kernel._logp(x) - kernel.flow.log_prob(x))
+
+
+def test_memory_budget_bounds_the_rows():
+    x = torch.zeros(4, 3, dtype=torch.float64)
+    per_row = 4 * 3 * 8 * ACTIVATION_FACTOR
+    assert _kernel(batch=1024, max_bytes=10 * per_row).max_rows(x) == 10
+    assert _kernel(batch=6, max_bytes=10 * per_row).max_rows(x) == 6
+    assert _kernel(batch=1024, max_bytes=1).max_rows(x) == 1  # never below one row
+    kernel = _kernel(batch=1024, max_bytes=10 * per_row)
+    gen = torch.Generator().manual_seed(0)
+    state, _ = kernel.step(kernel.init_from_flow(4, gen), gen)
+    assert state.buffer_x.shape[:2] == (10, 4) and state.rows == 10
+
+
+def test_time_budget_sets_rows_from_one_timed_row():
+    """5 ms per proposal, 4 chains: a row takes ≥ 20 ms, so a 0.2 s budget allows at most 8 rows."""
+    flow = GaussianProposal((3,), s=1.3, sleep=0.005)
+    kernel = IndependenceMetropolis(Gaussian((3,)), flow, batch=1024, refill_seconds=0.2)
+    gen = torch.Generator().manual_seed(0)
+    state = kernel.init_from_flow(4, gen)
+    state, _ = kernel.step(state, gen)
+    assert state.buffer_x.shape[0] == 1 and 2 <= state.rows <= 8
+    state, _ = kernel.step(state, gen)
+    assert state.buffer_x.shape[0] == state.rows and flow.calls[-1] == 4 * state.rows
+
+
+def test_compact_keeps_only_unused_rows_and_changes_nothing():
+    kernel = _kernel(batch=16)
+    g1 = torch.Generator().manual_seed(2)
+    state = kernel.init_from_flow(3, g1)
+    for _ in range(5):
+        state, _ = kernel.step(state, g1)
+    small = state.compact()
+    assert small.buffer_x.shape[0] == 11 and small.cursor == 0
+    assert small.buffer_x.untyped_storage().nbytes() < state.buffer_x.untyped_storage().nbytes()
+    g2 = torch.Generator().set_state(g1.get_state())
+    a, b = state, small
+    for _ in range(20):
+        a, ia = kernel.step(a, g1)
+        b, ib = kernel.step(b, g2)
+        assert torch.equal(a.x, b.x) and torch.equal(ia.accepted, ib.accepted)
+
+
+def test_a_checkpoint_without_log_uniforms_refills():
+    """A state saved by an older version (no log-uniforms) drops its unused proposals and refills."""
+    kernel = _kernel(batch=8)
+    gen = torch.Generator().manual_seed(4)
+    state, _ = kernel.step(kernel.init_from_flow(2, gen), gen)
+    old = replace(state, buffer_logu=None, buffer_obs=None)
+    new, info = kernel.step(old, gen)
+    assert new.cursor == 1 and new.buffer_logu.shape == (8, 2) and "phi2" in info.proposal_obs
