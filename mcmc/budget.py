@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from lattice.theories import theory_from_params
-from mcmc.card import Card, CardError
+from mcmc.runtime import JobError
 
 HMC_COPIES = 8
 LOCAL_COPIES = 4
@@ -34,27 +35,37 @@ DEFAULT_LAYERS = 16
 DEFAULT_TRAIN_BATCH = 64
 
 
-def config_elements(card: Card) -> int:
-    """Real numbers in one configuration (a complex number counts as two)."""
-    theory = theory_from_params(card.theory.model_dump())
+@dataclass(frozen=True)
+class MemoryNeed:
+    """A run's estimated peak memory in ``bytes``; ``what`` describes the run for the refusal (e.g.
+    "hmc, 4 chain(s) of phi4 on 8x8"); ``on_cpu``: it runs on the CPU whatever the device."""
+
+    bytes: int
+    what: str
+    on_cpu: bool = False
+
+
+def config_elements(theory: Any) -> int:
+    """Real numbers in one configuration of ``theory`` (a complex number counts as two)."""
     complex_factor = 2 if getattr(theory, "manifold", "flat") == "sun" else 1  # SU(N) links are complex
     return math.prod(theory.field_shape) * complex_factor
 
 
-def estimate_bytes(card: Card) -> int:
-    """The run's estimated peak memory in bytes (see the module docstring for the model)."""
-    elements = config_elements(card)
-    itemsize = 8 if card.dtype == "float64" else 4
-    chains = card.sample.n_chains
-    kind = card.sampler.kind
-    if kind == "hmc":
-        return HMC_COPIES * chains * elements * itemsize
-    if kind == "local":
-        return LOCAL_COPIES * chains * elements * 8
-    batch = card.train.batch_size_max or card.train.batch_size or DEFAULT_TRAIN_BATCH
-    layers = card.flow.n_layers or DEFAULT_LAYERS
-    train = FLOW_ACTIVATIONS * layers * batch * elements * 4
-    return max(FLOW_COPIES * chains * elements * 8, train)
+def hmc_bytes(n_chains: int, elements: int, itemsize: int) -> int:
+    """HMC: ``HMC_COPIES`` configurations per chain."""
+    return HMC_COPIES * n_chains * elements * itemsize
+
+
+def local_bytes(n_chains: int, elements: int) -> int:
+    """Local updates: ``LOCAL_COPIES`` float64 configurations per chain."""
+    return LOCAL_COPIES * n_chains * elements * 8
+
+
+def flow_bytes(n_chains: int, elements: int, batch: int | None, layers: int | None) -> int:
+    """A flow: sampling (``FLOW_COPIES`` float64 configurations per chain) or training (a float32
+    ``batch`` kept ``FLOW_ACTIVATIONS`` times per layer), whichever is larger; None: the defaults."""
+    train = FLOW_ACTIVATIONS * (layers or DEFAULT_LAYERS) * (batch or DEFAULT_TRAIN_BATCH) * elements * 4
+    return max(FLOW_COPIES * n_chains * elements * 8, train)
 
 
 def device_memory(device: torch.device) -> int | None:
@@ -71,16 +82,13 @@ def _gb(n: float) -> str:
     return f"{n / 1e9:.1f} GB"
 
 
-def check_fits(card: Card, device: torch.device) -> int:
-    """Raise ``CardError`` (with the estimate) when the run cannot fit in ``device``'s memory; returns
+def check_fits(need: MemoryNeed, device: torch.device) -> int:
+    """Raise ``JobError`` (with the estimate) when the run cannot fit in ``device``'s memory; returns
     the estimate in bytes."""
-    need = estimate_bytes(card)
-    have = device_memory(torch.device("cpu") if card.sampler.kind == "local" else device)
-    if have is not None and need > have:
-        shape = "x".join(map(str, card.theory.shape))
-        raise CardError(
-            f"card: this run needs about {_gb(need)} ({card.sampler.kind}, {card.sample.n_chains} chain(s) "
-            f"of {card.theory.name} on {shape}) but {device.type} has {_gb(have)} in all; "
-            "use a smaller theory.shape, sample.n_chains or train.batch_size"
+    have = device_memory(torch.device("cpu") if need.on_cpu else device)
+    if have is not None and need.bytes > have:
+        raise JobError(
+            f"card: this run needs about {_gb(need.bytes)} ({need.what}) but {device.type} has {_gb(have)} "
+            "in all; use a smaller theory.shape, sample.n_chains or train.batch_size"
         )
-    return need
+    return need.bytes

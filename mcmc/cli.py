@@ -161,22 +161,24 @@ def _setup_logging(quiet: bool, log_file: Path | None = None) -> None:
         log.addHandler(fh)
 
 
-def _load(args: argparse.Namespace):  # noqa: ANN202
+def _load(args: argparse.Namespace, train: bool = False):  # noqa: ANN202
+    """The job plan of the card (``mcmc.setup``; ``train``: of ``latflow train``) and this process's world."""
     from mcmc.card import load_card
+    from mcmc.setup import job_plan
 
-    card = load_card(args.card, args.overrides)
+    plan = job_plan(load_card(args.card, args.overrides), train=train)
     from mcmc.parallel import detect_world
 
     world = detect_world()
-    _setup_logging(args.quiet or world.rank != 0, Path(card.out) / f"{card.ensemble}.r{world.rank}.log")
-    return card, world
+    _setup_logging(args.quiet or world.rank != 0, Path(plan.out) / f"{plan.ensemble}.r{world.rank}.log")
+    return plan, world
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from mcmc.training import train_only
 
-    card, world = _load(args)
-    if not train_only(card, world, resume=args.resume, progress=not args.quiet and world.rank == 0):
+    plan, world = _load(args, train=True)
+    if not train_only(plan, world, resume=args.resume, progress=not args.quiet and world.rank == 0):
         print("latflow: interrupted; training checkpoint written, continue with --resume", file=sys.stderr)
         raise SystemExit(INTERRUPTED)
     return 0
@@ -186,10 +188,10 @@ def _sample(args: argparse.Namespace):  # noqa: ANN202
     from mcmc.job import sample_replica
     from mcmc.parallel import any_rank
 
-    card, world = _load(args)
+    plan, world = _load(args)
     t0 = time.perf_counter()
     outcome = sample_replica(
-        card, world, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet and world.rank == 0
+        plan, world, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet and world.rank == 0
     )
     if any_rank(world, outcome.interrupted):  # every rank stops when any rank was asked to
         print(
@@ -197,11 +199,11 @@ def _sample(args: argparse.Namespace):  # noqa: ANN202
             file=sys.stderr,
         )
         raise SystemExit(INTERRUPTED)
-    return card, world, outcome, time.perf_counter() - t0
+    return plan, world, outcome, time.perf_counter() - t0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    card, world, outcome, _ = _sample(args)
+    _, world, outcome, _ = _sample(args)
     print(f"wrote {outcome.path} (acceptance {outcome.acceptance:.4f}, sampling {outcome.sample_s:.1f} s)")
     return 0
 
@@ -210,18 +212,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mcmc.parallel import gather_timing, replica_files
     from mcmc.report import json_line, render, summarize_files, write_plots
 
-    card, world, outcome, _ = _sample(args)
+    plan, world, outcome, _ = _sample(args)
     timing = gather_timing(
         world, {"train_s": outcome.train_s, "therm_s": outcome.therm_s, "sample_s": outcome.sample_s}
     )
-    files = replica_files(card.out, card.ensemble, world)  # every rank: it ends with a barrier
+    files = replica_files(plan.out, plan.ensemble, world)  # every rank: it ends with a barrier
     if world.rank != 0:
         return 0
     summary = summarize_files(files, S=args.S, timing=timing)
     print(render(summary))
     if not args.no_plots:
-        plots = write_plots(summary, Path(card.out) / "plots")
-        print(f"plots: {Path(card.out) / 'plots'} ({len(plots)} files)")
+        plots = write_plots(summary, Path(plan.out) / "plots")
+        print(f"plots: {Path(plan.out) / 'plots'} ({len(plots)} files)")
     if args.json:
         print(json_line(summary))
     return 0

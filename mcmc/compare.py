@@ -279,11 +279,12 @@ def run_compare(
     costs in seconds of ``clock`` ("wall" or "cpu", module docstring)."""
     from mcmc.job import sample_replica
     from mcmc.runtime import World
+    from mcmc.setup import job_plan
 
-    cards = load_cards(paths, overrides)
+    plans = [job_plan(card) for card in load_cards(paths, overrides)]  # every card checked before any run
     raw, summaries = [], []
-    for path, card in zip(paths, cards, strict=True):
-        outcome = sample_replica(card, World(), resume=resume, overwrite=overwrite, progress=progress)
+    for path, plan in zip(paths, plans, strict=True):
+        outcome = sample_replica(plan, World(), resume=resume, overwrite=overwrite, progress=progress)
         timing = {"train_s": outcome.train_s, "therm_s": outcome.therm_s, "sample_s": outcome.sample_s}
         timing.update(_file_timing(outcome.path))
         summary = summarize_files([outcome.path], S=S, timing=timing)

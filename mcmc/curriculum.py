@@ -7,13 +7,15 @@ previous one ended with (the best validated, under ``eval_every``). The conditio
 translation-equivariant convolutions, so weights learned at L = 8 start L = 16; a weight whose shape
 depends on the lattice (the φ⁴ Fourier layer) starts fresh. Stage i's checkpoint is
 ``<out>/<ensemble>.stage<i>.flow.pt``; the training cost of a run is the sum over its stages and its own
-training. The stage cards are made, and checked when the card is read, by ``mcmc.card.stage_cards``.
+training. The stage cards are made, and checked when the card is read, by ``mcmc.card.stage_cards``;
+``mcmc.setup`` turns each into a stage of the flow spec (``mcmc.training.Stage``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,6 @@ import torch
 
 from flows.checkpoint import CheckpointMismatch, load_checkpoint
 from flows.train import last_cpu_seconds
-from mcmc.card import Card, stage_cards
 
 log = logging.getLogger("latflow")
 
@@ -40,13 +41,13 @@ def carry_weights(source: torch.nn.Module, target: torch.nn.Module) -> list[str]
     return kept
 
 
-def stage_costs(card: Card, theory_of: Any, flow_config: dict[str, Any]) -> tuple[float, float]:
-    """(seconds, CPU seconds) of the stages' stored trainings (NaN CPU seconds when one is missing)."""
+def stage_costs(stages: Iterable[tuple[Path, Any, dict[str, Any]]]) -> tuple[float, float]:
+    """(seconds, CPU seconds) of the stages' stored trainings, given each stage's checkpoint path, theory
+    and flow config (NaN CPU seconds when one is missing)."""
     seconds, cpu = 0.0, 0.0
-    for stage in stage_cards(card):
-        path = Path(stage.out) / f"{stage.ensemble}.flow.pt"
+    for path, theory, flow_config in stages:
         try:
-            saved = load_checkpoint(path, theory_of(stage), flow_config)
+            saved = load_checkpoint(path, theory, flow_config)
         except (FileNotFoundError, CheckpointMismatch):
             return seconds, math.nan
         seconds += float(saved["seconds"])

@@ -1,10 +1,12 @@
-"""One replica's sampling job: open or resume its file, build the kernel, run the driver, checkpoint."""
+"""One replica's sampling job: open or resume its file, build the kernel, run the driver, checkpoint.
+
+The job takes a ``mcmc.plan.JobPlan`` (made from the card by ``mcmc.setup``); its sampler spec builds the
+kernel, so nothing here depends on the sampler's kind."""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,17 +16,22 @@ import torch
 from lattice.theories import Theory
 from mcmc import runtime
 from mcmc.budget import check_fits
-from mcmc.card import Card, CardError
 from mcmc.driver import Position, RunResult, Schedule, Spent, run_chain, state_from_dict, state_to_dict
 from mcmc.io.lock import WriterLock
 from mcmc.io.store import EnsembleWriter, checkpoint_path, replica_path, save_atomic
-from mcmc.kernels.hmc import HMC
-from mcmc.kernels.local.registry import local_kernel_factory
+from mcmc.measurement import stream_measure
 from mcmc.parallel import any_rank, in_parallel
+from mcmc.plan import JobPlan
 from mcmc.resume import BOTH_FLAGS, chain_settings, plan_start
-from mcmc.runtime import JobError, KernelBuild, World, seed_sequence, torch_generator
-from mcmc.setup import build_theory, resolve_device, resolve_dtype
-from mcmc.training import discard_stale_flow, flow_kernel
+from mcmc.runtime import (
+    BuildContext,
+    JobError,
+    KernelBuild,
+    World,
+    resolve_device,
+    seed_sequence,
+    torch_generator,
+)
 
 log = logging.getLogger("latflow")
 
@@ -41,45 +48,9 @@ class SampleOutcome:
     interrupted: bool
 
 
-def _measure_fn(card: Any, theory: Any) -> Any:
+def _measure_fn(plan: JobPlan) -> Any:
     """The in-stream measurement: the theory's observables plus the card's ``measure:`` groups."""
-    from mcmc.measurement import stream_measure
-
-    return stream_measure(theory, card.measure.obs, card.measure.params)
-
-
-def build_kernel(
-    card: Card,
-    theory: Theory,
-    device: torch.device,
-    dtype: torch.dtype,
-    world: World,
-    progress: bool,
-    *,
-    stop: Callable[[], bool] = lambda: False,
-    frozen: bool = False,
-) -> KernelBuild:
-    """The Markov kernel named by ``card.sampler.kind``; a flow is trained or loaded first (``stop``
-    polled by distributed training turns true when the job is asked to stop; ``frozen``: the flow
-    checkpoint must exist and is loaded as it is, never trained further, as a resumed ensemble needs)."""
-    kind = card.sampler.kind
-    if kind == "hmc":
-        if card.hmc.compile:
-            from mcmc.kernels.compiled import CompiledHMC
-
-            return KernelBuild(CompiledHMC(theory, card.hmc.tau, card.hmc.n_steps, card.hmc.integrator))
-        return KernelBuild(HMC(theory, card.hmc.tau, card.hmc.n_steps, card.hmc.integrator))
-    if kind == "flow":
-        return flow_kernel(card, theory, device, dtype, world, progress, stop=stop, frozen=frozen)
-    if kind == "local":
-        if card.device == "cuda":
-            raise CardError("card: sampler.kind local runs on the CPU only (numba); set device: cpu")
-        try:
-            factory = local_kernel_factory(theory.name)
-        except ValueError as exc:
-            raise CardError(f"card: sampler.kind local: {exc}") from None
-        return KernelBuild(factory(theory, **card.local.model_dump()))
-    raise JobError(f"sampler.kind {kind!r} is not available")
+    return stream_measure(plan.theory, plan.measure_obs, plan.measure_params)
 
 
 def initial_state(
@@ -97,33 +68,33 @@ def initial_state(
     return kernel.init(theory.random_field(n_chains, generator, dtype=dtype, device=device))
 
 
-def provenance(card: Card, world: World, ss_key: tuple[int, ...], theory: Theory) -> dict[str, Any]:
+def provenance(plan: JobPlan, world: World, ss_key: tuple[int, ...]) -> dict[str, Any]:
     """Root attributes of a replica file (DESIGN.md)."""
     return {
-        "card": card.to_yaml(),
-        "theory": json.dumps(card.theory.model_dump(mode="json")),
-        "seed": card.seed,
+        "card": plan.provenance.card_yaml,
+        "theory": plan.provenance.theory_json,
+        "seed": plan.seed,
         "spawn_key": json.dumps(list(ss_key)),
         "replica": world.rank,
         "n_replicas": world.size,
-        "ensemble_id": f"{card.ensemble}|r{world.rank}",
-        "sampler": card.sampler.kind,
-        "physics_hash": card.physics_hash(),
-        "n_configs_target": card.sample.n_configs,
+        "ensemble_id": f"{plan.ensemble}|r{world.rank}",
+        "sampler": plan.sampler.kind,
+        "physics_hash": plan.provenance.physics_hash,
+        "n_configs_target": plan.sampling.n_configs,
     }
 
 
-def remove_outputs(card: Card, world: World, path: Path) -> None:
+def remove_outputs(plan: JobPlan, world: World, path: Path) -> None:
     """``--overwrite`` (after every check passed): delete the old replica file and checkpoint, and on
-    rank 0 a flow checkpoint that does not fit the card."""
+    rank 0 whatever the sampler keeps that does not fit the plan (a flow checkpoint for another flow)."""
     path.unlink(missing_ok=True)
     checkpoint_path(path).unlink(missing_ok=True)
-    if card.sampler.kind == "flow" and world.rank == 0:
-        discard_stale_flow(card)
+    if world.rank == 0:
+        plan.sampler.discard_stale(plan.theory)
 
 
 def _checkpoint_payload(
-    card: Card, world: World, model_hash: str, state: Any, generator: torch.Generator, pos: Position,
+    plan: JobPlan, world: World, model_hash: str, state: Any, generator: torch.Generator, pos: Position,
     timing: dict[str, float],
 ) -> dict[str, Any]:
     return {
@@ -131,19 +102,18 @@ def _checkpoint_payload(
         "generator": generator.get_state(),
         "update": pos.update,
         "n_stored": pos.n_stored,
-        "physics_hash": card.physics_hash(),
+        "physics_hash": plan.provenance.physics_hash,
         "model_hash": model_hash,
-        "chain": chain_settings(card, world.size),
+        "chain": chain_settings(plan.provenance, world.size),
         "timing": timing,
     }
 
 
 def _open_writer(
-    card: Card,
+    plan: JobPlan,
     world: World,
     path: Path,
     payload: dict[str, Any] | None,
-    theory: Theory,
     state: Any,
     generator: torch.Generator,
 ) -> tuple[EnsembleWriter, Any, Position]:
@@ -153,19 +123,20 @@ def _open_writer(
     if payload is None:
         path.unlink(missing_ok=True)
         checkpoint_path(path).unlink(missing_ok=True)
-        ss = seed_sequence(card.seed, world.rank, world.size)
+        ss = seed_sequence(plan.seed, world.rank, world.size)
         writer = EnsembleWriter.create(
             path,
             field_shape=tuple(state.x.shape[1:]),
-            n_chains=card.sample.n_chains,
+            n_chains=plan.sampling.n_chains,
             field_dtype=str(state.x.dtype).removeprefix("torch."),
-            obs_names=list(_measure_fn(card, theory)(state.x)),
-            attrs=provenance(card, world, tuple(ss.spawn_key), theory),
+            obs_names=list(_measure_fn(plan)(state.x)),
+            attrs=provenance(plan, world, tuple(ss.spawn_key)),
             proposal_obs_names=tuple(getattr(state, "buffer_obs", None) or ()),
         )
         return writer, state, Position()
     writer = EnsembleWriter.reopen(
-        path, payload["n_stored"], {"n_configs_target": card.sample.n_configs, "card": card.to_yaml()}
+        path, payload["n_stored"],
+        {"n_configs_target": plan.sampling.n_configs, "card": plan.provenance.card_yaml},
     )
     device = state.x.device
     saved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in payload["state"].items()}
@@ -180,14 +151,14 @@ def _open_writer(
 
 
 def sample_replica(
-    card: Card,
+    plan: JobPlan,
     world: World | None = None,
     *,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> SampleOutcome:
-    """Generate (or continue) this rank's replica file of the ensemble described by ``card``.
+    """Generate (or continue) this rank's replica file of the ensemble described by ``plan``.
 
     Order: the device and the memory estimate are checked (nothing is created yet); the replica's
     writer lock is taken (``mcmc.io.lock``; a live writer refuses this one); every resume check runs
@@ -200,25 +171,23 @@ def sample_replica(
     world = world or World()
     if resume and overwrite:
         raise JobError(BOTH_FLAGS)
-    device, dtype = resolve_device(card.device, world.local_rank), resolve_dtype(card.dtype)
-    if card.sampler.kind == "local":
-        device = torch.device("cpu")  # the numba local updates run on the CPU
-    check_fits(card, device)
-    path = replica_path(card.out, card.ensemble, world.rank)
+    cpu = torch.device("cpu")  # the numba local updates run on the CPU
+    device = cpu if plan.sampler.cpu_only else resolve_device(plan.device, world.local_rank)
+    check_fits(plan.memory, device)
+    path = replica_path(plan.out, plan.ensemble, world.rank)
     with WriterLock(path), runtime.stop_signals() as caught:
-        payload = plan_start(card, path, world.size, resume=resume, overwrite=overwrite)
+        payload = plan_start(plan.provenance, path, world.size, resume=resume, overwrite=overwrite)
         if overwrite:
-            remove_outputs(card, world, path)
-        theory = build_theory(card)
+            remove_outputs(plan, world, path)
         frozen = _any_rank(world, payload is not None)  # a resumed ensemble keeps its flow: no training
-        built = build_kernel(card, theory, device, dtype, world, progress, stop=lambda: bool(caught),
-                             frozen=frozen)
+        ctx = BuildContext(device, plan.dtype, world, progress, stop=lambda: bool(caught), frozen=frozen)
+        built = plan.sampler.build(plan.theory, ctx)
         if payload is not None and payload["model_hash"] != built.model_hash:
             raise JobError(f"{checkpoint_path(path)}: resume refused, the flow model "
                            f"{built.model_hash} differs from the {payload['model_hash']} this ensemble used")
         if caught or built.interrupted:
             return SampleOutcome(path, float("nan"), built.train_s, 0.0, 0.0, True)
-        return _sample(card, world, path, payload, built, theory, (device, dtype), caught, progress)
+        return _sample(plan, world, path, payload, built, ctx, caught)
 
 
 def _any_rank(world: World, flag: bool) -> bool:
@@ -230,22 +199,22 @@ PHASES = ("therm_s", "sample_s", "therm_cpu_s", "sample_cpu_s")
 
 
 def _sample(
-    card: Card, world: World, path: Path, payload: dict[str, Any] | None, built: KernelBuild, theory: Theory,
-    where: tuple[torch.device, torch.dtype], caught: list[int], progress: bool,
+    plan: JobPlan, world: World, path: Path, payload: dict[str, Any] | None, built: KernelBuild,
+    ctx: BuildContext, caught: list[int],
 ) -> SampleOutcome:
     """Open (or reopen) the file and run the chains, checkpointing after every block with the cumulative
     cost of every phase, so that a killed session's cost up to its last checkpoint is kept."""
-    device, dtype = where
-    generator = torch_generator(seed_sequence(card.seed, world.rank, world.size), device)
-    state = initial_state(built.kernel, theory, card.sample.n_chains, generator, dtype, device)
-    writer, state, start = _open_writer(card, world, path, payload, theory, state, generator)
+    sampling = plan.sampling
+    generator = torch_generator(seed_sequence(plan.seed, world.rank, world.size), ctx.device)
+    state = initial_state(built.kernel, plan.theory, sampling.n_chains, generator, ctx.dtype, ctx.device)
+    writer, state, start = _open_writer(plan, world, path, payload, state, generator)
     base = {k: float((payload or {}).get("timing", {}).get(k, 0.0)) for k in PHASES}
-    config_bytes = state.x[0].numel() * state.x.element_size() * card.sample.n_chains
+    config_bytes = state.x[0].numel() * state.x.element_size() * sampling.n_chains
     schedule = Schedule(
-        card.sample.n_therm,
-        card.sample.n_configs,
-        card.sample.every,
-        block=max(1, min(card.sample.checkpoint_every, (64 << 20) // config_bytes)),
+        sampling.n_therm,
+        sampling.n_configs,
+        sampling.every,
+        block=max(1, min(sampling.checkpoint_every, (64 << 20) // config_bytes)),
     )
 
     def totals(spent: Spent) -> dict[str, float]:
@@ -254,16 +223,16 @@ def _sample(
     logged = [start.n_stored]
 
     def checkpoint(st: Any, pos: Position, spent: Spent) -> None:
-        payload = _checkpoint_payload(card, world, built.model_hash, st, generator, pos, totals(spent))
+        payload = _checkpoint_payload(plan, world, built.model_hash, st, generator, pos, totals(spent))
         save_atomic(payload, checkpoint_path(path))
         if pos.n_stored == logged[0]:
             return
         logged[0] = pos.n_stored
         log.info("%s: %d of %d configurations stored (update %d), checkpoint written",
-                 path.name, pos.n_stored, card.sample.n_configs, pos.update)
+                 path.name, pos.n_stored, sampling.n_configs, pos.update)
 
-    log.info("sampling %s: %s, %d chain(s), %d configurations", path, card.sampler.kind,
-             card.sample.n_chains, card.sample.n_configs)
+    log.info("sampling %s: %s, %d chain(s), %d configurations", path, plan.sampler.kind,
+             sampling.n_chains, sampling.n_configs)
     complete, result = False, None
     try:
         result = run_chain(
@@ -271,14 +240,14 @@ def _sample(
             state,
             generator,
             schedule=schedule,
-            measure=_measure_fn(card, theory),
+            measure=_measure_fn(plan),
             writer=writer,
             start=start,
             field_dtype=state.x.dtype,  # the kernel's own field dtype (complex for SU(N))
             on_block=checkpoint,
             stop_requested=lambda: bool(caught),
-            progress=progress,
-            rate="accept_prob" if card.sampler.kind == "local" else "accepted",
+            progress=ctx.progress,
+            rate=plan.sampler.rate,
         )
         complete = not result.interrupted
     finally:

@@ -23,8 +23,8 @@ import h5py
 import torch
 import yaml
 
-from mcmc.card import Card
 from mcmc.io.store import checkpoint_path, open_for_reading
+from mcmc.plan import Provenance
 from mcmc.runtime import JobError
 
 log = logging.getLogger("latflow")
@@ -33,17 +33,11 @@ log = logging.getLogger("latflow")
 BOTH_FLAGS = "--resume and --overwrite exclude each other: --resume continues, --overwrite replaces"
 
 
-def chain_settings(card: Card, n_replicas: int) -> dict[str, int]:
-    """Settings besides the physics hash that a resumed chain must share with its start."""
-    settings = {
-        "sample.n_therm": card.sample.n_therm,
-        "sample.n_chains": card.sample.n_chains,
-        "sample.every": card.sample.every,
-        "n_replicas": n_replicas,
-    }
-    if card.sampler.kind == "flow":
-        settings["sample.proposal_batch"] = card.sample.proposal_batch
-    return settings
+def chain_settings(card: Provenance, n_replicas: int) -> dict[str, int]:
+    """Settings besides the physics hash that a resumed chain must share with its start: the card's
+    ``sample`` keys ``card.chain_keys`` and the number of replicas."""
+    sample = card.tree["sample"]
+    return {**{f"sample.{key}": sample[key] for key in card.chain_keys}, "n_replicas": n_replicas}
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -64,29 +58,18 @@ def same_value(a: Any, b: Any) -> bool:
     return a == b
 
 
-def fixed_sections(card: Card) -> tuple[str, ...]:
-    """Card sections a resumed ensemble must keep: the chain's definition, and for a flow its training."""
-    kind = card.sampler.kind
-    return ("theory", "sampler", kind, "seed", "dtype", *(("train",) if kind == "flow" else ()))
-
-
-def changed_key(stored: dict[str, Any], card: Card) -> tuple[str, Any, Any] | None:
-    """The first key (dotted) whose value differs between the stored card and ``card``, with both values."""
-    now = card.model_dump(mode="json")
-    for section in fixed_sections(card):
+def changed_key(stored: dict[str, Any], card: Provenance) -> tuple[str, Any, Any] | None:
+    """The first key (dotted) whose value differs between the stored card and ``card``'s, with both values."""
+    now = card.tree
+    for section in card.fixed_sections:
         was_flat, now_flat = _flat(stored.get(section), section), _flat(now.get(section), section)
         for key in sorted(set(was_flat) | set(now_flat)):
             if not same_value(was_flat.get(key), now_flat.get(key)):
                 return key, was_flat.get(key), now_flat.get(key)
     sample_was = stored.get("sample") or {}
-    for key in (
-        "n_therm",
-        "n_chains",
-        "every",
-        *(("proposal_batch",) if card.sampler.kind == "flow" else ()),
-    ):
-        if key in sample_was and sample_was[key] != getattr(card.sample, key):
-            return f"sample.{key}", sample_was[key], getattr(card.sample, key)
+    for key in card.chain_keys:
+        if key in sample_was and sample_was[key] != now["sample"][key]:
+            return f"sample.{key}", sample_was[key], now["sample"][key]
     return None
 
 
@@ -125,9 +108,9 @@ def _no_checkpoint(path: Path, ckpt: Path, n_rows: int) -> JobError:
     )
 
 
-def check_payload(ckpt: Path, payload: dict[str, Any], card: Card, n_replicas: int) -> None:
+def check_payload(ckpt: Path, payload: dict[str, Any], card: Provenance, n_replicas: int) -> None:
     """Refuse a checkpoint made for another chain (a backstop beside the stored card's comparison)."""
-    if payload["physics_hash"] != card.physics_hash():
+    if payload["physics_hash"] != card.physics_hash:
         raise JobError(
             f"{ckpt}: resume refused, the card changed the theory, sampler, flow, seed or dtype "
             "since this ensemble was started (only sample.n_configs may grow)"
@@ -138,18 +121,20 @@ def check_payload(ckpt: Path, payload: dict[str, Any], card: Card, n_replicas: i
             raise JobError(
                 f"{ckpt}: resume refused, {key} was {was} and is now {now} (only sample.n_configs may grow)"
             )
-    if card.sample.n_configs < payload["n_stored"]:
+    n_configs = card.tree["sample"]["n_configs"]
+    if n_configs < payload["n_stored"]:
         raise JobError(
-            f"{ckpt}: resume refused, sample.n_configs = {card.sample.n_configs} is below the "
+            f"{ckpt}: resume refused, sample.n_configs = {n_configs} is below the "
             f"{payload['n_stored']} configurations already stored (n_configs may only grow)"
         )
 
 
 def plan_start(
-    card: Card, path: Path, n_replicas: int, *, resume: bool, overwrite: bool
+    card: Provenance, path: Path, n_replicas: int, *, resume: bool, overwrite: bool
 ) -> dict[str, Any] | None:
     """The checkpoint to continue from (with ``"timing"``, the cumulative costs so far), or None for a
-    fresh start. Reads only; every refusal is raised here, before anything is written."""
+    fresh start; ``card``: the provenance of the job's plan (``mcmc.plan``). Reads only; every refusal
+    is raised here, before anything is written."""
     if resume and overwrite:
         raise JobError(BOTH_FLAGS)
     if not path.exists() or overwrite:

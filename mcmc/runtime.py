@@ -1,5 +1,6 @@
 """What a job shares with everything it runs: its place among the MPI ranks (``World``), its seeds,
-the stop flag that signals raise, the ``KernelBuild`` record of a made kernel, and ``JobError``.
+the device it runs on, the stop flag that signals raise, the ``BuildContext`` a sampler spec builds its
+kernel in, the ``KernelBuild`` record of a made kernel, and ``JobError``.
 
 Seeds: replica r of a run seeded s uses ``SeedSequence(s).spawn(R)[r]`` (DESIGN.md); flow training uses
 ``SeedSequence(s, spawn_key=(TRAIN_SPAWN_KEY,))``, shared by all ranks.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,33 @@ class KernelBuild:
     model_hash: str = ""
     interrupted: bool = False  # a stop request ended the flow's training early
     train_cpu_s: float = 0.0  # the training's CPU seconds (wall-clock: train_s)
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """Where a sampler spec builds its kernel: the chains' ``device`` and ``dtype``, this process's
+    ``world``, whether to show ``progress``; ``stop`` (polled by flow training) turns true when the job
+    is asked to stop; ``frozen``: a flow checkpoint must exist and is loaded as it is, never trained
+    further, as a resumed ensemble needs."""
+
+    device: torch.device
+    dtype: torch.dtype
+    world: World = World()
+    progress: bool = False
+    stop: Callable[[], bool] = _never
+    frozen: bool = False
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' or 'cuda' → ``cuda:<local_rank % n_gpus>`` when CUDA is available, else the CPU (a card
+    asking for 'cuda' where there is none is refused by ``mcmc.setup``)."""
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
 
 
 TRAIN_SPAWN_KEY = 0x7472_6169  # distinct from every replica index

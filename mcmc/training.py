@@ -1,4 +1,5 @@
-"""Flows inside a sampling job: train (or load) the flow for a card, and wrap it as an independence kernel.
+"""Flows inside a sampling job: the flow sampler's spec (``FlowSpec``, made from the card by ``mcmc.setup``),
+training (or loading) its flow, and the independence kernel on it.
 
 The trained flow lives at ``<out>/<ensemble>.flow.pt``, beside the ensemble. Its checkpoint records
 the theory and architecture it was trained for; a checkpoint for anything else is refused with a
@@ -13,7 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -21,48 +22,70 @@ import torch
 from flows.accel import AccelConfig, training_accel
 from flows.checkpoint import CheckpointMismatch, load_checkpoint, warm_start
 from flows.model import Flow
-from flows.registry import FlowFamily, flow_family, flow_from_checkpoint
+from flows.registry import FlowFamily, flow_from_checkpoint
 from flows.train import TrainConfig, last_cpu_seconds, train_flow
+from lattice.theories import Theory
 from mcmc import runtime
-from mcmc.card import Card, CardError, section_settings
-from mcmc.curriculum import carry_weights, stage_cards, stage_costs
-from mcmc.runtime import JobError, KernelBuild, World, model_hash, torch_generator, train_seed_sequence
-from mcmc.setup import build_theory, resolve_device
+from mcmc.budget import check_fits
+from mcmc.curriculum import carry_weights, stage_costs
+from mcmc.plan import JobPlan
+from mcmc.runtime import (
+    BuildContext,
+    JobError,
+    KernelBuild,
+    World,
+    model_hash,
+    resolve_device,
+    torch_generator,
+    train_seed_sequence,
+)
 
 log = logging.getLogger("latflow")
 
 
-def flow_path(card: Card) -> Path:
-    """``<out>/<ensemble>.flow.pt``."""
-    return Path(card.out) / f"{card.ensemble}.flow.pt"
+class Stage(NamedTuple):
+    """One curriculum stage (``mcmc.curriculum``): its theory and its flow spec."""
+
+    theory: Theory
+    spec: FlowSpec
 
 
-def family(card: Card) -> FlowFamily:
-    """The flow family (config class and builder) of the card's theory."""
-    try:
-        return flow_family(card.theory.name)
-    except ValueError as exc:
-        raise CardError(f"card: sampler.kind flow: {exc}") from None
+@dataclass(frozen=True)
+class FlowSpec:
+    """A flow sampler: the flow ``family`` of the theory with its ``flow_config`` and ``train_config``,
+    the checkpoint ``path`` (``<out>/<ensemble>.flow.pt``), the directory of the training ``plots``, the
+    run's ``seed``, the GPU training options ``accel``, the curriculum ``stages`` trained first, and
+    the independence kernel's proposal buffer: ``proposal_batch`` flow samples per refill, at most
+    ``buffer_bytes``, refilled for at most ``refill_seconds``."""
+
+    family: FlowFamily
+    flow_config: Any
+    train_config: TrainConfig
+    path: Path
+    plots: Path
+    seed: int
+    accel: AccelConfig = AccelConfig()
+    stages: tuple[Stage, ...] = ()
+    proposal_batch: int = 1024
+    buffer_bytes: int = 1 << 30
+    refill_seconds: float | None = 2.0
+    kind: ClassVar[str] = "flow"
+    cpu_only: ClassVar[bool] = False
+    rate: ClassVar[str] = "accepted"
+
+    def build(self, theory: Theory, ctx: BuildContext) -> KernelBuild:
+        return flow_kernel(self, theory, ctx)
+
+    def discard_stale(self, theory: Theory) -> bool:
+        return discard_stale_flow(self, theory)
 
 
-def flow_config(card: Card) -> Any:
-    """The card's ``flow`` section as the theory's flow config (unset keys take its defaults)."""
-    config = family(card).config
-    return config.from_mapping(section_settings(card.flow, config, "flow"))
-
-
-def train_config(card: Card) -> TrainConfig:
-    """The card's ``train`` section; keys it leaves unset take the flow family's ``train_defaults``,
-    then ``TrainConfig``'s."""
-    settings = section_settings(card.train, TrainConfig, "train")
-    return TrainConfig.from_mapping({**family(card).train_defaults, **settings})
-
-
-def read_flow(path: Path, theory: Any, card: Card) -> dict[str, Any]:
+def read_flow(spec: FlowSpec, theory: Any) -> dict[str, Any]:
     """``load_checkpoint`` with a damaged file turned into a one-line ``JobError`` naming it (a checkpoint
     for another theory or flow still raises ``CheckpointMismatch``)."""
+    path = spec.path
     try:
-        return load_checkpoint(path, theory, flow_config(card).to_dict())
+        return load_checkpoint(path, theory, spec.flow_config.to_dict())
     except CheckpointMismatch:
         raise
     except Exception as exc:  # noqa: BLE001 - torch.load raises many types for a damaged file
@@ -73,18 +96,17 @@ def read_flow(path: Path, theory: Any, card: Card) -> dict[str, Any]:
         ) from None
 
 
-def discard_stale_flow(card: Card) -> bool:
-    """``--overwrite``: delete a flow checkpoint at the card's path that was made for another theory or
+def discard_stale_flow(spec: FlowSpec, theory: Any) -> bool:
+    """``--overwrite``: delete a flow checkpoint at the spec's path that was made for another theory or
     architecture (e.g. by an older version's defaults), so that it is retrained instead of refused.
     A matching checkpoint is kept. Returns whether one was deleted."""
-    path = flow_path(card)
-    if not path.exists():
+    if not spec.path.exists():
         return False
     try:
-        read_flow(path, build_theory(card), card)
+        read_flow(spec, theory)
     except (CheckpointMismatch, JobError) as exc:
         log.warning("--overwrite: replacing the flow checkpoint that does not fit this card (%s)", exc)
-        path.unlink()
+        spec.path.unlink()
         return True
     return False
 
@@ -107,26 +129,21 @@ class TrainedFlow:
     cpu_seconds: float = math.nan  # CPU seconds of the training process(es) of rank 0
 
 
-def _checkpoint_status(card: Card, theory: Any, world: World) -> str:
+def _checkpoint_status(spec: FlowSpec, theory: Any, world: World) -> str:
     """Rank 0 reads the flow checkpoint; every rank gets its verdict: finished, partial or none."""
     from mcmc.parallel import bcast
 
     status = "none"
-    if world.rank == 0 and flow_path(card).exists():
-        saved = read_flow(flow_path(card), theory, card)  # CheckpointMismatch, JobError
-        status = "finished" if _finished(saved, train_config(card)) else "partial"
-        log.info(
-            "flow checkpoint %s: %s at step %d (%.1f s)",
-            flow_path(card),
-            status,
-            saved["step"],
-            saved["seconds"],
-        )
+    if world.rank == 0 and spec.path.exists():
+        saved = read_flow(spec, theory)  # CheckpointMismatch, JobError
+        status = "finished" if _finished(saved, spec.train_config) else "partial"
+        log.info("flow checkpoint %s: %s at step %d (%.1f s)", spec.path, status, saved["step"],
+                 saved["seconds"])
     return bcast(world, status)
 
 
 def trained_flow(
-    card: Card,
+    spec: FlowSpec,
     theory: Any,
     device: torch.device,
     *,
@@ -137,68 +154,73 @@ def trained_flow(
     frozen: bool = False,
     start: Flow | None = None,
 ) -> TrainedFlow:
-    """The flow for ``card``: loaded when a finished matching checkpoint exists, else trained
+    """The flow of ``spec``: loaded when a finished matching checkpoint exists, else trained
     (data-parallel over the MPI ranks when there are several; see ``mcmc.distributed``), after the
-    curriculum stages of ``train.stages`` (``mcmc.curriculum``). A new training starts from ``start``'s
-    weights where their shapes agree (the previous stage), else from ``train.init_from`` or as built.
+    curriculum ``spec.stages`` (``mcmc.curriculum``). A new training starts from ``start``'s weights
+    where their shapes agree (the previous stage), else from ``train_config.init_from`` or as built.
     ``frozen``: the checkpoint must exist and is loaded as it is, finished or not (a resumed ensemble's
     flow).
 
     The flow is float32, on ``device``; the seconds are cumulative over resumed trainings.
     """
     world = world or World()
-    path, fcfg, tcfg = flow_path(card), flow_config(card), train_config(card)
-    if frozen and not path.exists():
-        raise JobError(f"{path}: the flow this ensemble was sampled with is missing; restore it to resume, "
-                       "or start the ensemble again with --overwrite")
-    status = "finished" if frozen else _checkpoint_status(card, theory, world)
+    if frozen and not spec.path.exists():
+        raise JobError(f"{spec.path}: the flow this ensemble was sampled with is missing; restore it to "
+                       "resume, or start the ensemble again with --overwrite")
+    status = "finished" if frozen else _checkpoint_status(spec, theory, world)
     if status == "finished":
-        saved = read_flow(path, theory, card)  # raises CheckpointMismatch
-        flow = flow_from_checkpoint(saved, theory, device=device)
-        untrained = 0.0 if saved["step"] == 0 else math.nan   # no steps: no CPU time, not an old file
-        return _with_stage_costs(card, fcfg, TrainedFlow(
-            flow, float(saved["seconds"]), cpu_seconds=last_cpu_seconds(saved["metrics"], default=untrained)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    seeds = train_seed_sequence(card.seed)
+        return _loaded_flow(spec, theory, device)
+    spec.path.parent.mkdir(parents=True, exist_ok=True)
+    seeds = train_seed_sequence(spec.seed)
     generator = torch_generator(seeds, device)
-    flow = family(card).build(theory, fcfg, generator=generator, device=device)  # same weights on every rank
+    # the same weights on every rank
+    flow = spec.family.build(theory, spec.flow_config, generator=generator, device=device)
     resume = resume and status == "partial"
-    if not resume and start is not None:
-        carry_weights(start, flow)
-    elif not resume and stage_cards(card):
-        carried = _run_stages(card, flow, device, progress=progress, world=world, stop=stop)
-        if carried is not None:
-            return carried
-    elif not resume and tcfg.init_from:
-        source = _warm_start(flow, tcfg.init_from)  # before any rank trains: same start everywhere
-        log.info("flow weights start from %s (trained for %s)", tcfg.init_from, source)
-    accel = training_accel(flow, AccelConfig.from_mapping(card.accel.model_dump()), device)
+    if not resume:
+        interrupted = _starting_weights(spec, flow, device, start, progress=progress, world=world, stop=stop)
+        if interrupted is not None:
+            return interrupted
+    accel = training_accel(flow, spec.accel, device)
     if world.size == 1:
         with accel:
-            result = train_flow(flow, theory, tcfg, generator, checkpoint_path=path, resume=resume,
-                                progress=progress, stop=stop, tail_index=_pareto_k)
+            result = train_flow(flow, theory, spec.train_config, generator, checkpoint_path=spec.path,
+                                resume=resume, progress=progress, stop=stop, tail_index=_pareto_k)
     else:
         from mcmc.distributed import process_group, train_distributed
 
         rank_generator = torch_generator(seeds.spawn(world.size)[world.rank], device)
         with process_group(world, device), accel:
-            result = train_distributed(
-                flow,
-                theory,
-                tcfg,
-                rank_generator,
-                world,
-                checkpoint_path=path,
-                resume=resume,
-                progress=progress,
-                stop=stop,
-                tail_index=_pareto_k,
-            )
-    _log_training(result, tcfg.eval_batch)
+            result = train_distributed(flow, theory, spec.train_config, rank_generator, world,
+                                       checkpoint_path=spec.path, resume=resume, progress=progress, stop=stop,
+                                       tail_index=_pareto_k)
+    _log_training(result, spec.train_config.eval_batch)
     if world.rank == 0:
-        _plot_training(result.metrics, Path(card.out) / "plots" / "training.png")
-    return _with_stage_costs(card, fcfg, TrainedFlow(
+        _plot_training(result.metrics, spec.plots / "training.png")
+    return _with_stage_costs(spec, TrainedFlow(
         flow, result.seconds, interrupted=result.stopped_by == "signal", cpu_seconds=result.cpu_seconds))
+
+
+def _loaded_flow(spec: FlowSpec, theory: Any, device: torch.device) -> TrainedFlow:
+    """The finished flow of ``spec``'s checkpoint, with its (and its stages') training cost."""
+    saved = read_flow(spec, theory)  # raises CheckpointMismatch
+    flow = flow_from_checkpoint(saved, theory, device=device)
+    untrained = 0.0 if saved["step"] == 0 else math.nan  # no steps: no CPU time, not an old file
+    return _with_stage_costs(spec, TrainedFlow(
+        flow, float(saved["seconds"]), cpu_seconds=last_cpu_seconds(saved["metrics"], default=untrained)))
+
+
+def _starting_weights(spec: FlowSpec, flow: Flow, device: torch.device, start: Flow | None, *, progress: bool,
+                      world: World, stop: Callable[[], bool]) -> TrainedFlow | None:
+    """Set the weights a new training starts from: ``start``'s, else the curriculum's last stage's, else
+    ``train_config.init_from``'s, else as built; an interrupted stage is returned (None otherwise)."""
+    if start is not None:
+        carry_weights(start, flow)
+    elif spec.stages:
+        return _run_stages(spec, flow, device, progress=progress, world=world, stop=stop)
+    elif spec.train_config.init_from:
+        source = _warm_start(flow, spec.train_config.init_from)  # before any rank trains: one start for all
+        log.info("flow weights start from %s (trained for %s)", spec.train_config.init_from, source)
+    return None
 
 
 def _log_training(result: Any, eval_batch: int) -> None:
@@ -229,28 +251,28 @@ def _pareto_k(logw: Any) -> float:
     return float(pareto_k(logw).k)
 
 
-def _with_stage_costs(card: Card, fcfg: Any, trained: TrainedFlow) -> TrainedFlow:
+def _with_stage_costs(spec: FlowSpec, trained: TrainedFlow) -> TrainedFlow:
     """``trained`` with the curriculum stages' training seconds added (the cost of the whole run)."""
-    if not card.train.stages:
+    if not spec.stages:
         return trained
-    seconds, cpu = stage_costs(card, build_theory, fcfg.to_dict())
+    seconds, cpu = stage_costs([(s.spec.path, s.theory, s.spec.flow_config.to_dict()) for s in spec.stages])
     return TrainedFlow(trained.flow, trained.seconds + seconds, trained.interrupted,
                        trained.cpu_seconds + cpu)
 
 
-def _run_stages(card: Card, flow: Flow, device: torch.device, *, progress: bool, world: World,
+def _run_stages(spec: FlowSpec, flow: Flow, device: torch.device, *, progress: bool, world: World,
                 stop: Callable[[], bool]) -> TrainedFlow | None:
     """Train the curriculum stages in order, each from the previous one's weights, and carry the last
     stage's weights into ``flow``; an interrupted stage is returned (None otherwise)."""
     previous = None
-    for stage in stage_cards(card):
-        trained = trained_flow(stage, build_theory(stage), device, progress=progress, world=world, stop=stop,
+    for stage in spec.stages:
+        trained = trained_flow(stage.spec, stage.theory, device, progress=progress, world=world, stop=stop,
                                start=previous)
         if trained.interrupted:
             return trained
         previous = trained.flow
     fresh = carry_weights(previous, flow)
-    log.info("curriculum: %d stages done; weights carried over%s", len(stage_cards(card)),
+    log.info("curriculum: %d stages done; weights carried over%s", len(spec.stages),
              f" except {fresh}" if fresh else "")
     return None
 
@@ -274,28 +296,19 @@ def _plot_training(metrics: dict[str, Any], path: Path) -> None:
         plot_training({**metrics, "step": np.arange(1, len(metrics["loss"]) + 1)}, path)
 
 
-def flow_kernel(
-    card: Card,
-    theory: Any,
-    device: torch.device,
-    dtype: torch.dtype,
-    world: World,
-    progress: bool,
-    *,
-    stop: Callable[[], bool] = lambda: False,
-    frozen: bool = False,
-) -> KernelBuild:
+def flow_kernel(spec: FlowSpec, theory: Any, ctx: BuildContext) -> KernelBuild:
     """Train or load the flow (all ranks together), then the independence-Metropolis kernel on it."""
     from mcmc.kernels.independence import IndependenceMetropolis
 
-    trained = trained_flow(card, theory, device, progress=progress, world=world, stop=stop, frozen=frozen)
+    trained = trained_flow(spec, theory, ctx.device, progress=ctx.progress, world=ctx.world, stop=ctx.stop,
+                           frozen=ctx.frozen)
     proposal = trained.flow.as_float64(conditioner_dtype=torch.float32)  # exact map, cheap conditioners
     kernel = IndependenceMetropolis(
         theory,
         proposal,
-        batch=card.sample.proposal_batch,
-        max_bytes=max(1, int(card.sample.buffer_mb * 2**20)),
-        refill_seconds=card.sample.refill_seconds,
+        batch=spec.proposal_batch,
+        max_bytes=spec.buffer_bytes,
+        refill_seconds=spec.refill_seconds,
     )
     return KernelBuild(
         kernel,
@@ -306,27 +319,26 @@ def flow_kernel(
     )
 
 
-def train_only(card: Card, world: World, *, resume: bool, progress: bool) -> bool:
-    """``latflow train``: fit the flow for ``card`` and save its checkpoint; False when interrupted."""
+def train_only(plan: JobPlan, world: World, *, resume: bool, progress: bool) -> bool:
+    """``latflow train``: fit the flow of ``plan.sampler`` (a ``FlowSpec``) and save its checkpoint;
+    False when interrupted."""
     from contextlib import nullcontext
 
-    from mcmc.budget import check_fits
     from mcmc.io.lock import WriterLock
     from mcmc.io.store import replica_path
     from mcmc.parallel import any_rank
 
-    device = resolve_device(card.device, world.local_rank)
-    check_fits(card, device)
-    theory = build_theory(card)
-    path = flow_path(card)
-    if any_rank(world, path.exists() and not resume):
-        raise CardError(f"{path} exists; pass --resume to continue training it, or delete it to start over")
+    spec = plan.sampler
+    device = resolve_device(plan.device, world.local_rank)
+    check_fits(plan.memory, device)
+    if any_rank(world, spec.path.exists() and not resume):
+        raise JobError(f"{spec.path} exists; pass --resume to continue training it, or delete it to start "
+                       "over")
     # rank 0 writes the flow beside replica 0, under that replica's lock
-    lock = WriterLock(replica_path(card.out, card.ensemble, 0)) if world.rank == 0 else nullcontext()
+    lock = WriterLock(replica_path(plan.out, plan.ensemble, 0)) if world.rank == 0 else nullcontext()
     with lock, runtime.stop_signals() as caught:
-        trained = trained_flow(
-            card, theory, device, progress=progress, resume=resume, world=world, stop=lambda: bool(caught)
-        )
+        trained = trained_flow(spec, plan.theory, device, progress=progress, resume=resume, world=world,
+                               stop=lambda: bool(caught))
     if world.rank == 0:
-        print(f"flow checkpoint: {path} (training time {trained.seconds:.1f} s)")
+        print(f"flow checkpoint: {spec.path} (training time {trained.seconds:.1f} s)")
     return not trained.interrupted

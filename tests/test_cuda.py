@@ -65,8 +65,9 @@ def _card(theory, kind, flow, device, out):
 
 def _run(card):
     from mcmc.job import sample_replica
+    from mcmc.setup import job_plan
 
-    outcome = sample_replica(card, progress=False)
+    outcome = sample_replica(job_plan(card), progress=False)
     with h5py.File(outcome.path, "r") as h5:
         return h5["configs"][...], {k: h5["obs"][k][...] for k in h5["obs"]}
 
@@ -98,12 +99,11 @@ def test_sampler_on_cuda_is_reproducible_and_agrees_with_the_cpu(theory, kind, f
 
 def test_local_updates_refuse_an_explicit_cuda_device(tmp_path):
     from mcmc.card import CardError
-    from mcmc.job import build_kernel
-    from mcmc.runtime import World
+    from mcmc.setup import job_plan
 
     card = _card("phi4", "local", None, "cuda", tmp_path)
     with pytest.raises(CardError, match="CPU only"):
-        build_kernel(card, None, torch.device("cpu"), torch.float64, World(), False)
+        job_plan(card)
 
 
 @pytest.mark.parametrize("theory", ["phi4", "u1", "su3_2d"])

@@ -16,8 +16,7 @@ from flows.checkpoint import load_checkpoint
 from flows.train import last_cpu_seconds
 from flows.validation import ess_fraction, validation_logw
 from mcmc.card import load_card
-from mcmc.setup import build_theory
-from mcmc.training import family, flow_config, flow_path
+from mcmc.setup import build_theory, family, flow_config, flow_path
 
 
 def main() -> None:

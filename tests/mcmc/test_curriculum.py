@@ -6,8 +6,8 @@ import torch
 
 from flows.checkpoint import load_checkpoint
 from mcmc.card import CardError, parse_card, stage_cards
-from mcmc.setup import build_theory
-from mcmc.training import flow_config, trained_flow
+from mcmc.setup import build_theory, flow_config, flow_spec
+from mcmc.training import trained_flow
 
 FLOW = {"coupling": "affine", "n_layers": 2, "hidden": [4], "fourier": False}
 
@@ -26,7 +26,7 @@ def test_stages_carry_weights_and_sum_their_cost(tmp_path):
     stages = stage_cards(card)
     assert [s.theory.shape for s in stages] == [(4, 4), (6, 6)] and stages[0].theory.lam == 6.0
     assert stages[1].train.stages is None and stages[0].train.steps == 10 and stages[0].train.batch_size == 16
-    trained = trained_flow(card, build_theory(card), torch.device("cpu"), progress=False)
+    trained = trained_flow(flow_spec(card), build_theory(card), torch.device("cpu"), progress=False)
     first = load_checkpoint(tmp_path / "run" / "run.stage0.flow.pt", build_theory(stages[0]))
     assert first["step"] == 10
     for name, tensor in trained.flow.state_dict().items():  # stage 1 and the card train 0 steps
@@ -35,7 +35,7 @@ def test_stages_carry_weights_and_sum_their_cost(tmp_path):
                 for s, theory in ((".stage0", build_theory(stages[0])), (".stage1", build_theory(stages[1])),
                                   ("", build_theory(card))))
     assert trained.seconds == pytest.approx(total, rel=1e-9) and trained.seconds > first["seconds"]
-    again = trained_flow(card, build_theory(card), torch.device("cpu"), progress=False)  # loaded
+    again = trained_flow(flow_spec(card), build_theory(card), torch.device("cpu"), progress=False)  # loaded
     assert again.seconds == pytest.approx(total, rel=1e-9)
     assert flow_config(card).to_dict() == first["flow_config"]
     assert len(first["best"]["history"]["khat"]) == len(first["best"]["history"]["ess"]) == 3  # 0, 5, 10

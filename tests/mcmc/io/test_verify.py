@@ -12,6 +12,7 @@ from mcmc.cli import main
 from mcmc.io.store import CHAIN_DATASETS
 from mcmc.io.verify import verify_file
 from mcmc.job import sample_replica
+from mcmc.setup import job_plan
 from mcmc.runtime import World
 
 CARD = {
@@ -35,7 +36,7 @@ def pristine(tmp_path_factory):
     directory = tmp_path_factory.mktemp("verify")
     card = parse_card({**CARD, "out": str(directory / "out")})
     for rank in (0, 1):
-        sample_replica(card, World(rank, 2), progress=False)
+        sample_replica(job_plan(card), World(rank, 2), progress=False)
     return directory / "out"
 
 

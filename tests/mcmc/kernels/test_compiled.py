@@ -58,11 +58,12 @@ def test_compile_is_refused_for_devices_without_a_backend():
 
 def test_card_key_selects_the_fast_path():
     from mcmc.card import Card
-    from mcmc.job import build_kernel
+    from mcmc.runtime import BuildContext
+    from mcmc.setup import sampler_spec
 
     card = Card.model_validate({"theory": {"name": "phi4", "shape": [4, 4], "m2": -4.0, "lam": 4.572},
                                 "hmc": {"compile": True}})
-    built = build_kernel(card, THEORIES[0], torch.device("cpu"), torch.float64, None, False)
+    built = sampler_spec(card).build(THEORIES[0], BuildContext(torch.device("cpu"), torch.float64))
     assert isinstance(built.kernel, CompiledHMC)
 
 

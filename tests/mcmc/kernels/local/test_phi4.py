@@ -17,11 +17,11 @@ from lattice.exact import FreeField
 from lattice.scalar import Phi4
 from mcmc.card import CardError, parse_card
 from mcmc.cli import main
-from mcmc.job import build_kernel
 from mcmc.kernels.local.common import LocalKernelError, chain_keys, checkerboard_order, neighbours
 from mcmc.kernels.local.phi4 import LocalPhi4, default_step_size
 from mcmc.kernels.local.registry import local_kernel_factory
-from mcmc.runtime import World
+from mcmc.runtime import BuildContext
+from mcmc.setup import sampler_spec
 from observables.gamma import gamma_analysis
 
 
@@ -155,7 +155,7 @@ def test_bad_inputs_are_refused():
     card = parse_card({"theory": {"name": "phi4", "shape": [4, 4], "m2": 0.0, "lam": 1.0},
                        "sampler": {"kind": "local"}, "device": "cuda"})
     with pytest.raises(CardError, match="CPU only"):
-        build_kernel(card, theory, torch.device("cpu"), torch.float64, World(), False)
+        sampler_spec(card)
     with pytest.raises(ValueError, match="ising"):
         local_kernel_factory("ising")
 
@@ -164,7 +164,7 @@ def test_card_local_section():
     card = parse_card({"theory": {"name": "phi4", "shape": [4, 4], "m2": 0.0, "lam": 1.0},
                        "sampler": {"kind": "local"}, "local": {"n_hits": 5, "step_size": 0.4}})
     theory = Phi4((4, 4), 0.0, 1.0)
-    kernel = build_kernel(card, theory, torch.device("cpu"), torch.float64, World(), False).kernel
+    kernel = sampler_spec(card).build(theory, BuildContext(torch.device("cpu"), torch.float64)).kernel
     assert isinstance(kernel, LocalPhi4) and kernel.n_hits == 5 and kernel.delta == 0.4
     assert card.local.n_overrelax == 2
 
