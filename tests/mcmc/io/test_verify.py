@@ -12,8 +12,8 @@ from mcmc.cli import main
 from mcmc.io.store import CHAIN_DATASETS
 from mcmc.io.verify import verify_file
 from mcmc.job import sample_replica
-from mcmc.setup import job_plan
 from mcmc.runtime import World
+from mcmc.setup import job_plan
 
 CARD = {
     "theory": {"name": "phi4", "shape": [4, 4], "m2": -1.0, "lam": 1.0},
