@@ -31,7 +31,8 @@ def test_every_example_card_plans_without_touching_files(path, tmp_path, monkeyp
     plan = job_plan(card)
     assert _files(tmp_path) == []
     assert isinstance(plan, JobPlan) and not isinstance(plan.provenance.tree, Card)
-    assert isinstance(plan.sampler, SPEC_CLASSES[card.sampler.kind]) and plan.sampler.kind == card.sampler.kind
+    assert isinstance(plan.sampler, SPEC_CLASSES[card.sampler.kind])
+    assert plan.sampler.kind == card.sampler.kind
     assert plan.sampling.n_configs == card.sample.n_configs and plan.sampling.n_chains == card.sample.n_chains
     assert plan.theory.params() == {**card.theory.model_dump(), "shape": list(card.theory.shape)}
     assert plan.provenance.physics_hash == card.physics_hash() and plan.provenance.card_yaml == card.to_yaml()
@@ -65,8 +66,10 @@ def test_flow_spec_has_its_stages_and_the_resume_keys(tmp_path):
     assert stage.theory.shape == (2, 2) and stage.spec.path == tmp_path / "run" / "run.stage0.flow.pt"
     assert stage.spec.train_config.steps == 1 and stage.spec.stages == ()
     assert "train" in plan.provenance.fixed_sections
-    assert chain_settings(plan.provenance, 2) == {"sample.n_therm": 500, "sample.n_chains": 1, "sample.every": 1,
-                                                  "sample.proposal_batch": 1024, "n_replicas": 2}
+    assert chain_settings(plan.provenance, 2) == {
+        "sample.n_therm": 500, "sample.n_chains": 1, "sample.every": 1, "sample.proposal_batch": 1024,
+        "n_replicas": 2,
+    }
     assert not (tmp_path / "run").exists()
 
 
