@@ -204,7 +204,8 @@ def _sample(args: argparse.Namespace):  # noqa: ANN202
 
 def cmd_sample(args: argparse.Namespace) -> int:
     _, world, outcome, _ = _sample(args)
-    print(f"wrote {outcome.path} (acceptance {outcome.acceptance:.4f}, sampling {outcome.sample_s:.1f} s)")
+    sample_s = outcome.timing["sample_s"]
+    print(f"wrote {outcome.path} (acceptance {outcome.acceptance:.4f}, sampling {sample_s:.1f} s)")
     return 0
 
 
@@ -213,9 +214,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mcmc.report import json_line, render, summarize_files, write_plots
 
     plan, world, outcome, _ = _sample(args)
-    timing = gather_timing(
-        world, {"train_s": outcome.train_s, "therm_s": outcome.therm_s, "sample_s": outcome.sample_s}
-    )
+    timing = gather_timing(world, outcome.timing)
     files = replica_files(plan.out, plan.ensemble, world)  # every rank: it ends with a barrier
     if world.rank != 0:
         return 0

@@ -285,7 +285,7 @@ def run_compare(
     raw, summaries = [], []
     for path, plan in zip(paths, plans, strict=True):
         outcome = sample_replica(plan, World(), resume=resume, overwrite=overwrite, progress=progress)
-        timing = {"train_s": outcome.train_s, "therm_s": outcome.therm_s, "sample_s": outcome.sample_s}
+        timing = dict(outcome.timing)
         timing.update(_file_timing(outcome.path))
         summary = summarize_files([outcome.path], S=S, timing=timing)
         summaries.append(summary)

@@ -38,14 +38,13 @@ log = logging.getLogger("latflow")
 
 @dataclass(frozen=True)
 class SampleOutcome:
-    """Result of one replica's ``sample_replica``."""
+    """Result of one replica's ``sample_replica``: its file, the acceptance rate, whether a stop request
+    ended it, and the wall-clock seconds of this session's phases (``train_s``, ``therm_s``, ``sample_s``)."""
 
     path: Path
     acceptance: float
-    train_s: float
-    therm_s: float
-    sample_s: float
     interrupted: bool
+    timing: dict[str, float]
 
 
 def _measure_fn(plan: JobPlan) -> Any:
@@ -186,7 +185,7 @@ def sample_replica(
             raise JobError(f"{checkpoint_path(path)}: resume refused, the flow model "
                            f"{built.model_hash} differs from the {payload['model_hash']} this ensemble used")
         if caught or built.interrupted:
-            return SampleOutcome(path, float("nan"), built.train_s, 0.0, 0.0, True)
+            return SampleOutcome(path, float("nan"), True, _session(built.train_s, 0.0, 0.0))
         return _sample(plan, world, path, payload, built, ctx, caught)
 
 
@@ -253,9 +252,12 @@ def _sample(
     finally:
         timing = None if result is None else run_timing(built, result, base)
         writer.close(complete=complete, timing=timing)
-    return SampleOutcome(
-        path, result.acceptance, built.train_s, result.therm_s, result.sample_s, result.interrupted
-    )
+    return SampleOutcome(path, result.acceptance, result.interrupted,
+                         _session(built.train_s, result.therm_s, result.sample_s))
+
+
+def _session(train_s: float, therm_s: float, sample_s: float) -> dict[str, float]:
+    return {"train_s": train_s, "therm_s": therm_s, "sample_s": sample_s}
 
 
 def run_timing(
