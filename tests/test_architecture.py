@@ -130,3 +130,15 @@ def test_the_card_stops_at_the_edge():
 def test_only_the_application_imports_setup():
     """Nothing below the edge reaches back up to it."""
     assert {m for m, targets in GRAPH.items() if "mcmc.setup" in targets} <= {"mcmc.cli", "mcmc.compare"}
+
+
+def test_only_setup_reads_the_sampler_kind_of_a_card():
+    """``<x>.sampler.kind`` is read in the card module (its physics hash) and in setup (the one dispatch),
+    nowhere else: below the edge a sampler spec says what its kind needs."""
+    readers = set()
+    for name, path in project_modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Attribute) and node.attr == "kind"
+                    and isinstance(node.value, ast.Attribute) and node.value.attr == "sampler"):
+                readers.add(name)
+    assert readers <= {"mcmc.card", "mcmc.setup"} and "mcmc.setup" in readers
