@@ -160,3 +160,10 @@ def test_only_setup_dispatches_on_the_sampler_kind(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("def f(card):\n    return card.sampler.kind == 'flow' or TABLE[plan.sampler.kind]\n")
     assert _kind_dispatchers({"probe": probe}) == {"probe"}  # the check can fail
+
+
+def test_the_card_sections_are_read_only_where_the_card_is():
+    """The section models (``mcmc.card_sections``) are part of the card: read by ``mcmc.card`` and by the
+    card's own readers only."""
+    readers = {m for m, targets in GRAPH.items() if "mcmc.card_sections" in targets}
+    assert readers <= APPLICATION | {"mcmc.setup", "mcmc.card"}
