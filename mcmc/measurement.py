@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from lattice.theories import theory_from_params
 from mcmc.io import measurements as side
-from mcmc.io.store import StoreError, open_for_reading
+from mcmc.io.ensemble import open_for_reading
+from mcmc.io.store import StoreError
 from mcmc.runtime import World
 from observables.derived import analyze as analyze_derived
 from observables.gamma import GammaResult

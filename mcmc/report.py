@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from mcmc.io.store import Ensemble, StoreError, read_ensemble
+from mcmc.io.ensemble import Ensemble, read_ensemble
+from mcmc.io.store import StoreError
 from observables.estimators import ess
 from observables.flow_checks import FlowChecks, flow_checks
 from observables.measure import format_table, format_value, summarize, summary_json

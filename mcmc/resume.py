@@ -23,7 +23,8 @@ import h5py
 import torch
 import yaml
 
-from mcmc.io.store import checkpoint_path, open_for_reading
+from mcmc.io.ensemble import open_for_reading
+from mcmc.io.store import checkpoint_path
 from mcmc.plan import Provenance
 from mcmc.runtime import JobError
 

@@ -7,7 +7,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mcmc.io.store import StoreError, open_for_reading
+from mcmc.io.ensemble import open_for_reading
+from mcmc.io.store import StoreError
 
 
 class StoredConfig(NamedTuple):

@@ -1,4 +1,5 @@
-"""HDF5 ensembles (DESIGN.md, "HDF5 ensemble") and atomic chain checkpoints.
+"""HDF5 ensembles (DESIGN.md, "HDF5 ensemble"): their layout, the writer, and atomic chain checkpoints;
+reading them back is ``mcmc.io.ensemble``.
 
 One file per replica, ``<out>/<ensemble>.r<rank>.h5``. With B chains per replica the per-configuration
 datasets have shape ``(N, B, ...)``: axis 0 is the stored configuration, axis 1 the chain.
@@ -50,7 +51,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mcmc.io.swmr import SuperblockError, clear_open_flags, recorded_size
+from mcmc.io.swmr import SuperblockError, clear_open_flags
 
 FORMAT_VERSION = 1
 LIBVER = ("v110", "v110")  # superblock v3, readable by HDF5 >= 1.10; needed for SWMR
@@ -285,7 +286,7 @@ def _open_for_writing(path: Path) -> h5py.File:
         return h5py.File(path, "r+", libver=LIBVER)
     except OSError as exc:
         try:
-            cleared = _left_open(exc) and clear_open_flags(path)
+            cleared = left_open(exc) and clear_open_flags(path)
         except SuperblockError as damaged:
             raise StoreError(str(damaged)) from None
         if not cleared:
@@ -293,7 +294,8 @@ def _open_for_writing(path: Path) -> h5py.File:
     return h5py.File(path, "r+", libver=LIBVER)
 
 
-def _left_open(exc: OSError) -> bool:
+def left_open(exc: OSError) -> bool:
+    """Whether opening a file failed because its superblock still flags it open for writing."""
     return "already open for write" in str(exc)
 
 
@@ -302,84 +304,6 @@ def _row_datasets(f: h5py.File) -> list[h5py.Dataset]:
     found: list[h5py.Dataset] = []
     f.visititems(lambda _name, obj: found.append(obj) if isinstance(obj, h5py.Dataset) else None)
     return found
-
-
-@dataclass(frozen=True)
-class Ensemble:
-    """What ``measure`` needs from one replica file: provenance and the in-stream observables."""
-
-    path: Path
-    attrs: Mapping[str, Any]
-    theory: Mapping[str, Any]
-    traj: np.ndarray  # (N,)
-    accepted: np.ndarray  # (N, B)
-    logp: np.ndarray  # (N, B)
-    logq: np.ndarray  # (N, B)
-    proposal_logw: np.ndarray  # (N, B)
-    accept_prob: np.ndarray  # (N, B)
-    obs: Mapping[str, np.ndarray]  # name -> (N, B)
-    proposal_obs: Mapping[str, np.ndarray] = field(default_factory=dict)  # name -> (N, B), flow only
-
-
-def open_for_reading(path: str | Path) -> h5py.File:
-    """Open an ensemble file read-only, turning every failure into a one-line ``StoreError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise StoreError(f"no such ensemble file: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        f = _open_left_open(path, exc)
-    version = f.attrs.get("format_version")
-    if version != FORMAT_VERSION:
-        f.close()
-        shown = "missing" if version is None else str(version)
-        raise StoreError(f"{path}: format_version {shown} is not the supported {FORMAT_VERSION}")
-    return f
-
-
-def _open_left_open(path: Path, exc: OSError) -> h5py.File:
-    """A file still flagged open for writing (a live or killed writer) is read in SWMR-read mode."""
-    if _left_open(exc):
-        try:
-            return h5py.File(path, "r", swmr=True)
-        except OSError as exc2:
-            exc = exc2
-    recorded, size = recorded_size(path), path.stat().st_size
-    if recorded is not None and size < recorded:
-        raise StoreError(
-            f"{path}: truncated file, {size} bytes of the {recorded} its HDF5 superblock records"
-        )
-    raise StoreError(f"{path}: not a readable HDF5 file ({exc})") from None
-
-
-def read_ensemble(path: str | Path) -> Ensemble:
-    """Read the provenance and in-stream observables of one replica file (configs are not loaded).
-
-    Rows are cut to ``traj``'s length (grown last by the writer), so a file still being written, or
-    left by a killed writer, reads as its complete rows.
-    """
-    with open_for_reading(path) as f:
-        try:
-            traj = f["traj"][()]
-            n = len(traj)
-            obs = {name: f["obs"][name][:n] for name in f.get("obs", {})}
-            proposal_obs = {name: f["proposal_obs"][name][:n] for name in f.get("proposal_obs", {})}
-            return Ensemble(
-                path=Path(path),
-                attrs=dict(f.attrs),
-                theory=json.loads(f.attrs["theory"]),
-                traj=traj,
-                accepted=f["accepted"][:n],
-                logp=f["logp"][:n],
-                logq=f["logq"][:n],
-                proposal_logw=f["proposal_logw"][:n],
-                accept_prob=f["accept_prob"][:n],
-                obs=obs,
-                proposal_obs=proposal_obs,
-            )
-        except (KeyError, ValueError) as exc:
-            raise StoreError(f"{path}: not a latflow ensemble ({exc})") from None
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:

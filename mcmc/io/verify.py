@@ -23,12 +23,12 @@ import h5py
 import numpy as np
 import yaml
 
+from mcmc.io.ensemble import open_for_reading
 from mcmc.io.store import (
     CHAIN_DATASETS,
     ROW_CRC,
     StoreError,
     config_crc32,
-    open_for_reading,
     provenance_sha256,
     rows_crc32,
 )

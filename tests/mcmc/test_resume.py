@@ -15,7 +15,8 @@ import torch
 import yaml
 
 from mcmc.cli import main
-from mcmc.io.store import StoreError, read_ensemble
+from mcmc.io.ensemble import read_ensemble
+from mcmc.io.store import StoreError
 from mcmc.io.verify import verify_file
 from mcmc.runtime import stop_signals
 
