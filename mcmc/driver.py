@@ -216,6 +216,52 @@ def _result(
     )
 
 
+class _Pending:
+    """Stored updates not yet written: their records (``_records``) and update numbers."""
+
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+        self.trajs: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def add(self, records: list[dict], trajs: list[int]) -> None:
+        self.records += records
+        self.trajs += trajs
+
+    def write(self, writer: EnsembleWriter) -> int:
+        """Append the pending updates as one block (if any), empty the buffer; returns how many."""
+        n = len(self.records)
+        if n:
+            writer.append(_block(self.records, self.trajs))
+            self.records, self.trajs = [], []
+        return n
+
+
+class _Acceptance:
+    """The running sum of a chain-averaged ``StepInfo`` field over post-thermalisation updates."""
+
+    def __init__(self) -> None:
+        self.total, self.count = 0.0, 0
+
+    def add(self, values: torch.Tensor, sampled: list[int]) -> None:
+        """``values (m, B)``: the field after each of m updates; ``sampled``: those past thermalisation."""
+        self.total += float(values[sampled].to(torch.float64).mean(dim=1).sum())
+        self.count += len(sampled)
+
+
+def _count_sampled(
+    acc: _Acceptance, values: torch.Tensor, updates: range, n_therm: int, timer: _Timer, bar: tqdm
+) -> None:
+    """After a batch of ``updates`` that reaches past thermalisation: mark its end once (timer and bar),
+    add the post-thermalisation rows of ``values (m, B)`` to ``acc`` and show the running rate."""
+    if timer.end_therm():
+        bar.set_description("sample")
+    acc.add(values, [i for i, u in enumerate(updates) if u > n_therm])
+    bar.set_postfix(acc=f"{acc.total / acc.count:.3f}", refresh=False)
+
+
 def run_chain(
     kernel: Any,
     state: ChainState,
@@ -238,39 +284,30 @@ def run_chain(
     the run returns early. ``rate``: the ``StepInfo`` field averaged into ``acceptance`` (``accepted``,
     or ``accept_prob`` for local sweeps, whose ``accepted`` only says that some site moved).
     """
-    pos, records, trajs = start, [], []
-    n_acc, n_prop = 0.0, 0
+    pos, pending, acc = start, _Pending(), _Acceptance()
     timer = _Timer(thermalised=pos.update >= schedule.n_therm)
     bar = _progress_bar(schedule, pos, progress, thermalised=timer.therm is not None)
 
     def flush() -> None:
-        nonlocal pos, records, trajs
-        if records:
-            writer.append(_block(records, trajs))
-            pos = replace(pos, n_stored=pos.n_stored + len(records))
-            records, trajs = [], []
+        nonlocal pos
+        pos = replace(pos, n_stored=pos.n_stored + pending.write(writer))
         if on_block is not None:
             on_block(state, pos, timer.spent())
 
     interrupted = False
     try:
         while pos.update < schedule.n_updates:
-            n = _rows_until_flush(pos.update, schedule, len(records))
+            n = _rows_until_flush(pos.update, schedule, len(pending))
             state, info, x_rows, logp_rows = _advance(kernel, state, generator, n)
             updates = range(pos.update + 1, pos.update + 1 + x_rows.shape[0])
             pos = replace(pos, update=updates[-1])
             if pos.update > schedule.n_therm:
-                if timer.end_therm():
-                    bar.set_description("sample")
-                sampled = [i for i, u in enumerate(updates) if u > schedule.n_therm]
-                n_acc += float(getattr(info, rate)[sampled].to(torch.float64).mean(dim=1).sum())
-                n_prop += len(sampled)
-                bar.set_postfix(acc=f"{n_acc / n_prop:.3f}", refresh=False)
+                _count_sampled(acc, getattr(info, rate), updates, schedule.n_therm, timer, bar)
             stored = [i for i, u in enumerate(updates) if schedule.stores(u)]
             if stored:
-                records += _records(x_rows, logp_rows, info, stored, measure, field_dtype)
-                trajs += [updates[i] for i in stored]
-                if len(records) >= schedule.block:
+                pending.add(_records(x_rows, logp_rows, info, stored, measure, field_dtype),
+                            [updates[i] for i in stored])
+                if len(pending) >= schedule.block:
                     flush()
             bar.update(len(updates))
             if stop_requested():
@@ -279,4 +316,4 @@ def run_chain(
         flush()
     finally:
         bar.close()
-    return _result(state, pos, start, timer, (n_acc, n_prop), interrupted)
+    return _result(state, pos, start, timer, (acc.total, acc.count), interrupted)

@@ -65,6 +65,54 @@ def plot(path, q_final, q_improved, t, q_hist, t_flow):
     fig.savefig(path, dpi=120)
 
 
+def sample(args, theory, kernel, state, gen):
+    """``--configs`` configurations, each ``--every`` trajectories apart and flowed to ``--t-flow``: their
+    clover Q(t), t²E(t), improved Q, plaquette, the per-trajectory acceptance and the seconds spent."""
+    m = {"q_hist": [], "q_improved": [], "e_hist": [], "plaq": [], "acc": [], "times": None,
+         "t_hmc": 0.0, "t_flow": 0.0}
+    for c in range(args.configs):
+        t1 = time.perf_counter()
+        for _ in range(args.every):
+            state, info = kernel.step(state, gen)
+            m["acc"].append(float(info.accepted.double().mean()))
+        t2 = time.perf_counter()
+        flowed, hist = wilson_flow(state.x, args.t_flow, eps=args.eps, measure_every=2)
+        m["q_improved"].append(float(topological_charge(flowed, "improved")[0]))
+        t3 = time.perf_counter()
+        m["t_hmc"], m["t_flow"] = m["t_hmc"] + t2 - t1, m["t_flow"] + t3 - t2
+        m["times"] = hist.t.numpy()
+        m["q_hist"].append(hist.Q[:, 0].numpy())
+        m["e_hist"].append(hist.t2E[:, 0].numpy())
+        m["plaq"].append(float(theory.observables(state.x)["plaquette"][0]))
+        print(f"config {c:3d}: plaquette {m['plaq'][-1]:.5f}  "
+              f"Q(t={args.t_flow:g}) = {m['q_hist'][-1][-1]:+.4f}  "
+              f"improved {m['q_improved'][-1]:+.4f}  "
+              f"t²E = {m['e_hist'][-1][-1]:.4f}  (hmc {t2 - t1:.1f} s, flow {t3 - t2:.1f} s)", flush=True)
+    return m
+
+
+def summarize(args, m, t_therm):
+    """The JSON summary: Q at the final flow time (clover and improved), their distances to integers."""
+    q_final = np.array(m["q_hist"])[:, -1]
+    dist = np.abs(q_final - np.round(q_final))
+    q_imp = np.array(m["q_improved"])
+    dist_imp = np.abs(q_imp - np.round(q_imp))
+    acc = m["acc"]
+    return {
+        "shape": args.shape, "beta": args.beta, "t_flow": args.t_flow, "eps": args.eps,
+        "configs": args.configs,
+        "every": args.every, "therm": args.therm, "acceptance": float(np.mean(acc)) if acc else None,
+        "plaquette_mean": float(np.mean(m["plaq"])), "Q": q_final.tolist(),
+        "round_Q": np.round(q_final).tolist(),
+        "max_dist_to_integer": float(dist.max()), "mean_dist_to_integer": float(dist.mean()),
+        "Q2_mean": float(np.mean(np.round(q_final) ** 2)),
+        "Q_improved": q_imp.tolist(), "max_dist_to_integer_improved": float(dist_imp.max()),
+        "mean_dist_to_integer_improved": float(dist_imp.mean()),
+        "t2E_final_mean": float(np.mean([e[-1] for e in m["e_hist"]])),
+        "timing_s": {"therm": t_therm, "hmc": m["t_hmc"], "flow": m["t_flow"]}, "threads": args.threads,
+    }
+
+
 def main():
     args = parse()
     torch.set_num_threads(args.threads)
@@ -73,54 +121,22 @@ def main():
     gen = torch.Generator().manual_seed(args.seed)
     state = kernel.init(theory.random_field(1, gen))
     t0 = time.perf_counter()
-    acc = []
     for _ in range(args.therm):
         state, info = kernel.step(state, gen)
     t_therm = time.perf_counter() - t0
-    q_hist, q_improved, e_hist, plaq, times = [], [], [], [], None
-    t_hmc = t_flow = 0.0
-    for c in range(args.configs):
-        t1 = time.perf_counter()
-        for _ in range(args.every):
-            state, info = kernel.step(state, gen)
-            acc.append(float(info.accepted.double().mean()))
-        t2 = time.perf_counter()
-        flowed, hist = wilson_flow(state.x, args.t_flow, eps=args.eps, measure_every=2)
-        q_improved.append(float(topological_charge(flowed, "improved")[0]))
-        t3 = time.perf_counter()
-        t_hmc, t_flow = t_hmc + t2 - t1, t_flow + t3 - t2
-        times = hist.t.numpy()
-        q_hist.append(hist.Q[:, 0].numpy())
-        e_hist.append(hist.t2E[:, 0].numpy())
-        plaq.append(float(theory.observables(state.x)["plaquette"][0]))
-        print(f"config {c:3d}: plaquette {plaq[-1]:.5f}  Q(t={args.t_flow:g}) = {q_hist[-1][-1]:+.4f}  "
-              f"improved {q_improved[-1]:+.4f}  "
-              f"t²E = {e_hist[-1][-1]:.4f}  (hmc {t2 - t1:.1f} s, flow {t3 - t2:.1f} s)", flush=True)
-    q = np.array(q_hist)
-    q_final = q[:, -1]
-    dist = np.abs(q_final - np.round(q_final))
-    q_imp = np.array(q_improved)
-    dist_imp = np.abs(q_imp - np.round(q_imp))
+    m = sample(args, theory, kernel, state, gen)
+    summary = summarize(args, m, t_therm)
+    q, q_final, q_imp = np.array(m["q_hist"]), np.array(summary["Q"]), np.array(summary["Q_improved"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    plot(out.with_suffix(".png"), q_final, q_imp, times, q.T, args.t_flow)
-    summary = {
-        "shape": args.shape, "beta": args.beta, "t_flow": args.t_flow, "eps": args.eps,
-        "configs": args.configs,
-        "every": args.every, "therm": args.therm, "acceptance": float(np.mean(acc)) if acc else None,
-        "plaquette_mean": float(np.mean(plaq)), "Q": q_final.tolist(), "round_Q": np.round(q_final).tolist(),
-        "max_dist_to_integer": float(dist.max()), "mean_dist_to_integer": float(dist.mean()),
-        "Q2_mean": float(np.mean(np.round(q_final) ** 2)),
-        "Q_improved": q_imp.tolist(), "max_dist_to_integer_improved": float(dist_imp.max()),
-        "mean_dist_to_integer_improved": float(dist_imp.mean()),
-        "t2E_final_mean": float(np.mean([e[-1] for e in e_hist])),
-        "timing_s": {"therm": t_therm, "hmc": t_hmc, "flow": t_flow}, "threads": args.threads,
-    }
+    plot(out.with_suffix(".png"), q_final, q_imp, m["times"], q.T, args.t_flow)
     out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
-    print(f"max |Q − round(Q)| = {dist.max():.3f}, mean = {dist.mean():.3f}; "
+    print(f"max |Q − round(Q)| = {summary['max_dist_to_integer']:.3f}, "
+          f"mean = {summary['mean_dist_to_integer']:.3f}; "
           f"rounded charges {sorted(set(np.round(q_final).astype(int).tolist()))}; "
           f"⟨t²E⟩(t={args.t_flow:g}) = {summary['t2E_final_mean']:.4f}")
-    print(f"improved: max |Q − round(Q)| = {dist_imp.max():.3f}, mean = {dist_imp.mean():.3f}; "
+    print(f"improved: max |Q − round(Q)| = {summary['max_dist_to_integer_improved']:.3f}, "
+          f"mean = {summary['mean_dist_to_integer_improved']:.3f}; "
           f"rounded charges {sorted(set(np.round(q_imp).astype(int).tolist()))}")
     print(f"wrote {out.with_suffix('.png')} and {out.with_suffix('.json')}")
 
