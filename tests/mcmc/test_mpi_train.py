@@ -47,15 +47,66 @@ def test_distributed_training_under_mpiexec(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["full_r0.pt", "part_r0.pt"]  # rank 0 only
 
 
+def _gradient_check(flow, theory, gen, world):
+    """One step: the distributed gradient vs one process with the same 7 samples in one batch."""
+    import torch
+
+    from mcmc.distributed import distributed_backward, local_batch
+    from mcmc.parallel import allgather
+    from mcmc.runtime import World
+
+    states = allgather(world, gen.get_state())
+    loss, _ = distributed_backward(flow, theory, 7, gen, world)
+    grads = [p.grad.clone() for p in flow.parameters()]
+    z = torch.cat(
+        [
+            flow.prior.sample(local_batch(7, World(r, 2)), torch.Generator().set_state(s))
+            for r, s in enumerate(states)
+        ]
+    )
+    flow.zero_grad()
+    x, logq = flow.push(z)
+    ref_loss = (logq + theory.action(x)).mean()
+    ref_loss.backward()
+    grad_max_rel_diff = max(
+        float((g - p.grad).abs().max() / p.grad.abs().max().clamp_min(1e-12))
+        for g, p in zip(grads, flow.parameters(), strict=True)
+    )
+    return {"grad_max_rel_diff": grad_max_rel_diff, "loss_diff": abs(loss - ref_loss.item())}
+
+
+def _resume_check(new_flow, theory, rank_generator, world, out):
+    """6 steps straight, and 3 + resumed 3: identical weights; only rank 0 writes checkpoints."""
+    import torch
+
+    from flows.train import TrainConfig
+    from mcmc.distributed import train_distributed
+    from mcmc.runtime import model_hash
+
+    config = TrainConfig(steps=6, batch_size=8, lr=1e-2, checkpoint_every=2, schedule="constant")
+    full = new_flow()
+    train_distributed(full, theory, config, rank_generator(), world,
+                      checkpoint_path=out / f"full_r{world.rank}.pt", progress=False)  # fmt: skip
+    part = new_flow()
+    first = dataclasses.replace(config, steps=3)
+    path = out / f"part_r{world.rank}.pt"
+    train_distributed(part, theory, first, rank_generator(), world, checkpoint_path=path, progress=False)
+    resumed = new_flow()
+    train_distributed(resumed, theory, config, torch.Generator().manual_seed(999), world,
+                      checkpoint_path=path, resume=True, progress=False)  # fmt: skip
+    return {
+        "resumed_equals_uninterrupted": model_hash(resumed.state_dict()) == model_hash(full.state_dict()),
+        "hash": model_hash(full.state_dict()),
+    }
+
+
 def _worker(out: Path) -> None:
     import torch
 
     from flows.model import build_flow
-    from flows.train import TrainConfig
     from lattice.theories import theory_from_params
-    from mcmc.distributed import distributed_backward, local_batch, process_group, train_distributed
-    from mcmc.parallel import allgather, detect_world
-    from mcmc.runtime import World, model_hash
+    from mcmc.distributed import process_group
+    from mcmc.parallel import detect_world
 
     torch.set_num_threads(1)
     world = detect_world()
@@ -71,43 +122,8 @@ def _worker(out: Path) -> None:
 
     verdict = {"rank": world.rank}
     with process_group(world, torch.device("cpu")):
-        # one step: distributed gradient vs one process with the same 7 samples in one batch
-        flow, gen = new_flow(), rank_generator()
-        states = allgather(world, gen.get_state())
-        loss, _ = distributed_backward(flow, theory, 7, gen, world)
-        grads = [p.grad.clone() for p in flow.parameters()]
-        z = torch.cat(
-            [
-                flow.prior.sample(local_batch(7, World(r, 2)), torch.Generator().set_state(s))
-                for r, s in enumerate(states)
-            ]
-        )
-        flow.zero_grad()
-        x, logq = flow.push(z)
-        ref_loss = (logq + theory.action(x)).mean()
-        ref_loss.backward()
-        verdict["grad_max_rel_diff"] = max(
-            float((g - p.grad).abs().max() / p.grad.abs().max().clamp_min(1e-12))
-            for g, p in zip(grads, flow.parameters(), strict=True)
-        )
-        verdict["loss_diff"] = abs(loss - ref_loss.item())
-
-        # 6 steps straight, and 3 + resumed 3: identical weights; only rank 0 writes checkpoints
-        config = TrainConfig(steps=6, batch_size=8, lr=1e-2, checkpoint_every=2, schedule="constant")
-        full = new_flow()
-        train_distributed(full, theory, config, rank_generator(), world,
-                          checkpoint_path=out / f"full_r{world.rank}.pt", progress=False)  # fmt: skip
-        part = new_flow()
-        first = dataclasses.replace(config, steps=3)
-        path = out / f"part_r{world.rank}.pt"
-        train_distributed(part, theory, first, rank_generator(), world, checkpoint_path=path, progress=False)
-        resumed = new_flow()
-        train_distributed(resumed, theory, config, torch.Generator().manual_seed(999), world,
-                          checkpoint_path=path, resume=True, progress=False)  # fmt: skip
-        verdict["resumed_equals_uninterrupted"] = model_hash(resumed.state_dict()) == model_hash(
-            full.state_dict()
-        )
-        verdict["hash"] = model_hash(full.state_dict())
+        verdict.update(_gradient_check(new_flow(), theory, rank_generator(), world))
+        verdict.update(_resume_check(new_flow, theory, rank_generator, world, out))
     (out / f"verdict_r{world.rank}.json").write_text(json.dumps(verdict))  # ranks' stdout may interleave
 
 
