@@ -20,6 +20,7 @@ y(−x) = −y(x): shift odd and scale even in the frozen field. A normal prior 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -151,20 +152,7 @@ class FourierScaling(nn.Module):
         return self._scale(y, -1.0)
 
 
-def coupling_stack(
-    shape: Sequence[int],
-    n_layers: int,
-    coupling: str = "affine",
-    hidden: Sequence[int] = (8, 8),
-    kernel_size: int = 3,
-    activation: str = "tanh",
-    bins: int = 8,
-    bound: float = 5.0,
-    z2: bool = False,
-) -> nn.ModuleList:
-    """``n_layers`` couplings whose active colour alternates even, odd, even, ... (Z₂-equivariant
-    with ``z2``)."""
-    return nn.ModuleList(
-        MaskedCoupling(shape, i % 2, coupling, hidden, kernel_size, activation, bins, bound, z2)
-        for i in range(n_layers)
-    )
+def coupling_stack(shape: Sequence[int], n_layers: int, **options: Any) -> nn.ModuleList:
+    """``n_layers`` couplings ``MaskedCoupling(shape, parity, **options)`` whose active colour alternates
+    even, odd, even, ... (Z₂-equivariant with ``z2=True``)."""
+    return nn.ModuleList(MaskedCoupling(shape, i % 2, **options) for i in range(n_layers))

@@ -142,13 +142,13 @@ def build_flow(
         layers = coupling_stack(
             shape,
             config.n_layers,
-            config.coupling,
-            config.hidden,
-            config.kernel_size,
-            config.activation,
-            config.bins,
-            config.bound,
-            config.z2,
+            coupling=config.coupling,
+            hidden=config.hidden,
+            kernel_size=config.kernel_size,
+            activation=config.activation,
+            bins=config.bins,
+            bound=config.bound,
+            z2=config.z2,
         )
         if config.fourier:
             layers.insert(0, FourierScaling(shape))

@@ -34,7 +34,8 @@ class Theory(Protocol):
 
     Optional, by sampler: HMC on real fields or angles needs ``grad_action(x)`` (∂S/∂x, shape of x); a
     theory on a matrix group declares ``manifold = "sun"`` and gives ``force(U)`` instead (see
-    ``mcmc.kernels.hmc``). Gauge theories give ``plaquettes(x)``.
+    ``mcmc.kernels.hmc``). Gauge theories give ``plaquettes(x)``. A theory whose ``Q`` observable has an
+    exact distribution gives ``exact_charge_distribution() -> {Q: P(Q)} | None`` (the report draws it).
     """
 
     name: str

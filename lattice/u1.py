@@ -106,6 +106,16 @@ class U1:
             raise ValueError(f"the geometric U(1) charge is implemented for D = 2, not D = {self.dim}")
         return charge_2d(self.plaquettes(x)[:, 0])
 
+    def exact_charge_distribution(self) -> dict[int, float] | None:
+        """{Q: P(Q)} of the topological charge on a 2D torus, from the character expansion
+        (``lattice.exact_u1.charge_distribution``); None in other dimensions."""
+        if self.dim != 2:
+            return None
+        from lattice.exact_u1 import charge_distribution  # scipy, only when a report asks
+
+        charges, probabilities = charge_distribution(float(self.beta), tuple(self.shape))
+        return {int(q): float(p) for q, p in zip(charges, probabilities, strict=True)}
+
     def observables(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-configuration observables of links ``x (B, D, *L)``, each of shape ``(B,)``.
 

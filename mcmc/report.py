@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from lattice.theories import theory_from_params
 from mcmc.io.ensemble import Ensemble, read_ensemble
 from mcmc.io.store import StoreError
 from observables.estimators import ess
@@ -198,13 +199,12 @@ def write_plots(summary: Summary, out_dir: str | Path) -> list[Path]:
 def _charge_plots(summary: Summary, out_dir: Path) -> list[Path]:
     from observables.topology import plot_charge_histogram, plot_charge_history
 
-    theory, charges = summary.theory, summary.series["Q"]
-    exact = None
-    if theory.get("name") == "u1" and len(theory.get("shape", ())) == 2:
-        from lattice.exact_u1 import charge_distribution
-
-        charges_q, probabilities = charge_distribution(float(theory["beta"]), tuple(theory["shape"]))
-        exact = {int(q): float(p) for q, p in zip(charges_q, probabilities, strict=True)}
+    charges = summary.series["Q"]
+    try:  # a theory not registered in this process has no exact reference
+        reference = getattr(theory_from_params(summary.theory), "exact_charge_distribution", None)
+    except (ValueError, TypeError):
+        reference = None
+    exact = reference() if reference is not None else None
     return [
         Path(plot_charge_history(charges, out_dir / "Q_history.png")),
         Path(plot_charge_histogram(charges, out_dir / "Q_histogram.png", exact=exact)),

@@ -46,6 +46,7 @@ from flows.sun.starts import start_at_wilson
 from flows.transforms import spline_n_params
 from lattice.sun import complex_dtype, haar, real_dtype, trace
 from lattice.theories import Theory
+from lattice.wilson import SUN
 
 
 def loop_features(p: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -167,7 +168,7 @@ def build_sun_flow(
     (``flows.sun.starts``)."""
     if not isinstance(config, SUNFlowConfig):
         config = SUNFlowConfig.from_mapping(config)
-    if getattr(theory, "name", None) != "sun" or not 2 <= len(theory.shape) <= 4:
+    if not isinstance(theory, SUN) or not 2 <= len(theory.shape) <= 4:
         raise ValueError(f"build_sun_flow needs an SU(N) theory in D = 2 … 4, got "
                          f"{getattr(theory, 'name', theory)!r} with shape {getattr(theory, 'shape', None)}")
     schedule = layer_schedule(len(theory.shape), config.n_layers, config.offset_order)

@@ -45,6 +45,7 @@ from flows.u1.starts import ConditionalTable, conditional_table, wilson_table
 from flows.u1.sweep import sweep_schedule
 from lattice.theories import Theory
 from lattice.topology import wrap_angle
+from lattice.u1 import U1
 
 TWO_PI = 2.0 * math.pi
 
@@ -297,7 +298,7 @@ def build_u1_flow(
     ``config.init = "wilson"`` gives its shaping couplings the Wilson quantile tables."""
     if not isinstance(config, U1FlowConfig):
         config = U1FlowConfig.from_mapping(config)
-    if getattr(theory, "name", None) != "u1" or len(theory.shape) != 2:
+    if not isinstance(theory, U1) or len(theory.shape) != 2:
         raise ValueError(f"build_u1_flow needs a 2D U(1) theory, got {getattr(theory, 'name', theory)!r} "
                          f"with shape {getattr(theory, 'shape', None)}")
     flow = U1Flow(theory.field_shape, u1_coupling_stack(theory.shape, config), config)

@@ -157,3 +157,16 @@ def test_cold_configuration():
     assert th.action(x).item() == pytest.approx(-2.5 * th.n_plaquettes)
     assert th.observables(x)["plaquette"].item() == pytest.approx(1.0)
     assert torch.count_nonzero(th.grad_action(x)) == 0
+
+
+def test_exact_charge_distribution_is_the_2d_character_expansion():
+    """The theory's exact P(Q) (drawn by the report) is a normalised, Q → −Q symmetric distribution equal
+    to ``lattice.exact_u1.charge_distribution``; a 3D theory has none."""
+    from lattice.exact_u1 import charge_distribution
+
+    exact = U1((6, 6), 2.0).exact_charge_distribution()
+    assert math.isclose(sum(exact.values()), 1.0, rel_tol=1e-12)
+    assert all(math.isclose(exact[q], exact[-q], rel_tol=1e-9, abs_tol=1e-300) for q in range(1, 5))
+    charges, probabilities = charge_distribution(2.0, (6, 6))
+    assert exact[0] == float(probabilities[list(charges).index(0)])
+    assert U1((4, 4, 4), 1.0).exact_charge_distribution() is None
