@@ -180,12 +180,7 @@ class EnsembleWriter:
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["code_version"] = code_version()
         f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        f.attrs["status"] = "running"
-        for key, value in attrs.items():
-            f.attrs[key] = value
-        _seal_provenance(f)
-        f.flush()
-        _start_swmr(f)
+        _begin_writing(f, attrs)
         return cls(path, f)
 
     @classmethod
@@ -203,12 +198,7 @@ class EnsembleWriter:
             raise StoreError(f"{path}: holds {n_have} configurations, fewer than the checkpoint's {n_rows}")
         for ds in datasets:
             ds.resize(n_rows, axis=0)
-        f.attrs["status"] = "running"
-        for key, value in (attrs or {}).items():
-            f.attrs[key] = value
-        _seal_provenance(f)
-        f.flush()
-        _start_swmr(f)
+        _begin_writing(f, attrs or {})
         return cls(path, f)
 
     @property
@@ -263,6 +253,17 @@ class EnsembleWriter:
                     f.attrs[key] = float(value)
                 if complete:
                     f.attrs["status"] = "complete"
+
+
+def _begin_writing(f: h5py.File, attrs: Mapping[str, Any]) -> None:
+    """Mark the file ``status = running``, write ``attrs``, seal the provenance, flush, and switch to SWMR
+    writing."""
+    f.attrs["status"] = "running"
+    for key, value in attrs.items():
+        f.attrs[key] = value
+    _seal_provenance(f)
+    f.flush()
+    _start_swmr(f)
 
 
 def _seal_provenance(f: h5py.File) -> None:

@@ -2,8 +2,9 @@
 batched chain (HMC, local updates or a flow) with its observables and step records, and a job that
 stops at the n-th poll of its stop flag.
 
-The helpers are handed out as fixtures (``gen``, ``within``, ``run_chain``, ``stop_after``) because the
-tests import in pytest's ``importlib`` mode, where a test module cannot import ``conftest``."""
+The helpers are handed out as fixtures (``gen``, ``within``, ``run_chain``, ``same_seed_chain``,
+``sweeps_checked``, ``stop_after``) because the tests import in pytest's ``importlib`` mode, where a test
+module cannot import ``conftest``."""
 
 from dataclasses import fields
 from typing import NamedTuple
@@ -66,6 +67,45 @@ def within():
 def run_chain():
     """``run_chain(kernel, start, generator, n_therm, n_meas) -> Chain``."""
     return _run_chain
+
+
+def _same_seed_chain(kernel, n_chains, n_therm):
+    """One measured step after ``n_therm`` of ``n_chains`` chains from a random start, for seeds 7, 7 and 8:
+    the two seed-7 runs are bit-identical, the seed-8 run differs, and the cached logp is −S of the final
+    fields. Returns the seed-7 ``Chain``."""
+
+    def chain(seed):
+        g = _gen(seed)
+        return _run_chain(kernel, kernel.theory.random_field(n_chains, g), g, n_therm, 1)
+
+    a, b = chain(7), chain(7)
+    assert torch.equal(a.state.x, b.state.x) and torch.equal(a.state.logp, b.state.logp)
+    assert not torch.equal(chain(8).state.x, a.state.x)
+    assert torch.allclose(a.state.logp, -kernel.theory.action(a.state.x), atol=1e-12, rtol=0)
+    return a
+
+
+@pytest.fixture
+def same_seed_chain():
+    """``same_seed_chain(kernel, n_chains, n_therm) -> Chain``: the seed-reproducibility check of a kernel."""
+    return _same_seed_chain
+
+
+def _sweeps_checked(kernel, n_chains):
+    """One ``kernel.sweeps`` from a random start of ``n_chains`` chains (seed 1): the sum of the local ΔS it
+    reports equals S(new) − S(old) of the theory's own action. Returns the new fields."""
+    g = _gen(1)
+    x = kernel.theory.random_field(n_chains, g)
+    new, d_action = kernel.sweeps(x, g)
+    change = kernel.theory.action(new) - kernel.theory.action(x)
+    assert torch.allclose(change, torch.from_numpy(d_action), atol=1e-10, rtol=0)
+    return new
+
+
+@pytest.fixture
+def sweeps_checked():
+    """``sweeps_checked(kernel, n_chains) -> new fields``: a local kernel's ΔS bookkeeping check."""
+    return _sweeps_checked
 
 
 class _StopAfter:

@@ -96,18 +96,23 @@ def _check(series: dict[str, np.ndarray], exact, r_max: int) -> None:
         assert abs(res.mean - chi) < 4 * res.err, (r, res.mean, res.err, chi)
 
 
-def _hmc_configs(theory, n_chains: int, n_therm: int, n_meas: int, seed: int) -> list[torch.Tensor]:
-    from mcmc.kernels.hmc import HMC
-
-    g = torch.Generator().manual_seed(seed)
-    kernel = HMC(theory, tau=1.0, n_steps=4, integrator="omelyan")
-    state = kernel.init(theory.random_field(n_chains, g))
+def _chain_configs(kernel, state, g, n_therm: int, n_meas: int) -> list[torch.Tensor]:
+    """The fields ``(B, ...)`` after each of ``n_meas`` steps of ``kernel`` that follow ``n_therm`` unrecorded
+    ones, from ``state``, all drawing from ``g``."""
     out = []
     for i in range(n_therm + n_meas):
         state, _ = kernel.step(state, g)
         if i >= n_therm:
             out.append(state.x)
     return out
+
+
+def _hmc_configs(theory, n_chains: int, n_therm: int, n_meas: int, seed: int) -> list[torch.Tensor]:
+    from mcmc.kernels.hmc import HMC
+
+    g = torch.Generator().manual_seed(seed)
+    kernel = HMC(theory, tau=1.0, n_steps=4, integrator="omelyan")
+    return _chain_configs(kernel, kernel.init(theory.random_field(n_chains, g)), g, n_therm, n_meas)
 
 
 def _flow_configs(theory, build, n_chains: int, n_therm: int, n_meas: int, seed: int) -> list[torch.Tensor]:
@@ -119,13 +124,7 @@ def _flow_configs(theory, build, n_chains: int, n_therm: int, n_meas: int, seed:
     flow = build(theory, {"n_layers": 4, "hidden": [8]}, generator=g)
     train_flow(flow, theory, TrainConfig(steps=40, batch_size=32, lr=3e-3), g, progress=False)
     kernel = IndependenceMetropolis(theory, flow.as_float64(), batch=64)
-    state = kernel.init_from_flow(n_chains, g)
-    out = []
-    for i in range(n_therm + n_meas):
-        state, _ = kernel.step(state, g)
-        if i >= n_therm:
-            out.append(state.x)
-    return out
+    return _chain_configs(kernel, kernel.init_from_flow(n_chains, g), g, n_therm, n_meas)
 
 
 def test_u1_hmc_loops_match_character_expansion() -> None:

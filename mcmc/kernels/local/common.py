@@ -86,6 +86,18 @@ def checkerboard_order(shape: tuple[int, ...]) -> np.ndarray:
     return np.concatenate([np.flatnonzero(parity == 0), np.flatnonzero(parity == 1)]).astype(np.int64)
 
 
+def link_visits(dim: int, order: np.ndarray, n_heatbath: int, n_overrelax: int) -> np.ndarray:
+    """The link updates of one chain's sweeps, in the order the gauge kernels make them: rows
+    ``(heat, μ, x)``, shape ``(S·D·V, 3)`` int64 for S = ``n_heatbath + n_overrelax`` sweeps. Each sweep
+    visits the directions μ = 0 … D−1 in turn, each over the sites in ``order (V,)``; ``heat`` is 1 in the
+    first ``n_heatbath`` sweeps (heatbath) and 0 after them (overrelaxation)."""
+    n_sweeps = n_heatbath + n_overrelax
+    heat = np.repeat(np.arange(n_sweeps) < n_heatbath, dim * len(order))
+    mu = np.tile(np.repeat(np.arange(dim), len(order)), n_sweeps)
+    x = np.tile(order, dim * n_sweeps)
+    return np.stack([heat, mu, x], axis=1).astype(np.int64)
+
+
 def check_lattice(shape: tuple[int, ...]) -> None:
     """Local updates need every extent ≥ 2: with extent 1 a site (or link) is its own neighbour and the
     site-local action (or staple) no longer describes the change of S."""
@@ -155,13 +167,16 @@ class LocalGaugeKernel(LocalKernel):
 
     def _run_sweeps(self, compiled: Any, field: np.ndarray, generator: torch.Generator | None,
                     n_heatbath: int, n_overrelax: int | None) -> np.ndarray:
-        """Run the numba sweeps ``compiled(field, nbr, order, rng, beta, n_heatbath, n_overrelax)`` in
-        place on ``field (B, D, V, ...)``, with fresh chain keys from ``generator`` when there is a heatbath
-        sweep (zeros otherwise); returns the change of S ``(B,)``."""
+        """Run the numba sweeps ``compiled(field, nbr, visits, rng, beta)`` in place on
+        ``field (B, D, V, ...)`` (``visits``: the link updates of ``link_visits``), with fresh chain keys
+        from ``generator`` when there is a heatbath sweep (zeros otherwise); returns the change of S
+        ``(B,)``."""
         n_chains = field.shape[0]
         rng = chain_keys(n_chains, generator) if n_heatbath > 0 else np.zeros(n_chains, dtype=np.uint64)
         n_or = self.n_overrelax if n_overrelax is None else n_overrelax
-        return compiled(field, *self.tables, rng, float(self.theory.beta), n_heatbath, n_or)
+        nbr, order = self.tables
+        visits = link_visits(field.shape[1], order, n_heatbath, n_or)
+        return compiled(field, nbr, visits, rng, float(self.theory.beta))
 
     def overrelax(self, x: torch.Tensor) -> torch.Tensor:
         """One deterministic overrelaxation sweep of links ``x``; S is unchanged."""

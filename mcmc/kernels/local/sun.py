@@ -233,10 +233,11 @@ def update_link(link: np.ndarray, w: np.ndarray, coupling: float, heat: bool, rn
 
 
 @numba.njit(cache=True, error_model="numpy")
-def sun_sweeps(u: np.ndarray, nbr: np.ndarray, order: np.ndarray, rng: np.ndarray, beta: float,
-               n_heatbath: int, n_overrelax: int) -> np.ndarray:
-    """``n_heatbath`` heatbath sweeps then ``n_overrelax`` overrelaxation sweeps, in place on
-    ``u (B, D, V, N, N)`` complex128. Returns the change of S per chain ``(B,)``."""
+def sun_sweeps(u: np.ndarray, nbr: np.ndarray, visits: np.ndarray, rng: np.ndarray,
+               beta: float) -> np.ndarray:
+    """The link updates ``visits`` (rows ``(heat, μ, x)`` of ``common.link_visits``: heatbath where heat
+    is 1, overrelaxation where it is 0) of every chain, in place on ``u (B, D, V, N, N)`` complex128, then
+    every link reunitarised. Returns the change of S per chain ``(B,)``."""
     n_chains, dim, n = u.shape[0], u.shape[1], u.shape[-1]
     coupling = beta / n
     a = np.empty((n, n), dtype=np.complex128)
@@ -244,21 +245,19 @@ def sun_sweeps(u: np.ndarray, nbr: np.ndarray, order: np.ndarray, rng: np.ndarra
     tmp = np.empty((n, n), dtype=np.complex128)
     d_action = np.zeros(n_chains)
     for b in range(n_chains):
-        for sweep in range(n_heatbath + n_overrelax):
-            heat = sweep < n_heatbath
-            for mu in range(dim):
-                for x in order:
-                    link = u[b, mu, x]
-                    staple(u, nbr, b, mu, x, a, tmp)
-                    for i in range(n):
-                        for j in range(n):
-                            s = 0j
-                            for m in range(n):
-                                s += link[i, m] * a[m, j]
-                            w[i, j] = s
-                    d_action[b] += update_link(link, w, coupling, heat, rng, b)
+        for k in range(visits.shape[0]):
+            heat, mu, x = visits[k, 0] == 1, visits[k, 1], visits[k, 2]
+            link = u[b, mu, x]
+            staple(u, nbr, b, mu, x, a, tmp)
+            for i in range(n):
+                for j in range(n):
+                    s = 0j
+                    for m in range(n):
+                        s += link[i, m] * a[m, j]
+                    w[i, j] = s
+            d_action[b] += update_link(link, w, coupling, heat, rng, b)
         for mu in range(dim):
-            for x in order:
+            for x in range(u.shape[2]):
                 reunitarise(u[b, mu, x], tmp)
     return d_action
 

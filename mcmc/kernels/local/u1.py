@@ -89,30 +89,29 @@ def staple(theta: np.ndarray, nbr: np.ndarray, b: int, mu: int, x: int) -> tuple
 
 
 @numba.njit(cache=True, error_model="numpy")
-def u1_sweeps(theta: np.ndarray, nbr: np.ndarray, order: np.ndarray, rng: np.ndarray, beta: float,
-              n_heatbath: int, n_overrelax: int) -> np.ndarray:
-    """``n_heatbath`` heatbath sweeps then ``n_overrelax`` overrelaxation sweeps, in place on
-    ``theta (B, D, V)`` float64. ``rng (B,)`` SplitMix64 states (unused by overrelaxation).
-    Returns the change of S per chain ``(B,)``, accumulated link by link."""
-    n_chains, dim = theta.shape[0], theta.shape[1]
+def u1_sweeps(theta: np.ndarray, nbr: np.ndarray, visits: np.ndarray, rng: np.ndarray,
+              beta: float) -> np.ndarray:
+    """The link updates ``visits`` (rows ``(heat, μ, x)`` of ``common.link_visits``: heatbath where heat
+    is 1, overrelaxation where it is 0) of every chain, in place on ``theta (B, D, V)`` float64. ``rng (B,)``
+    SplitMix64 states (unused by overrelaxation). Returns the change of S per chain ``(B,)``, accumulated
+    link by link."""
+    n_chains = theta.shape[0]
     d_action = np.zeros(n_chains)
     for b in range(n_chains):
-        for sweep in range(n_heatbath + n_overrelax):
-            heat = sweep < n_heatbath
-            for mu in range(dim):
-                for x in order:
-                    re, im = staple(theta, nbr, b, mu, x)
-                    k = math.hypot(re, im)
-                    psi = math.atan2(im, re)
-                    old = theta[b, mu, x]
-                    if heat:
-                        new = wrap(von_mises(beta * k, rng, b) - psi)
-                    elif k > 0.0:
-                        new = wrap(-2.0 * psi - old)
-                    else:
-                        continue
-                    d_action[b] -= beta * k * (math.cos(new + psi) - math.cos(old + psi))
-                    theta[b, mu, x] = new
+        for i in range(visits.shape[0]):
+            heat, mu, x = visits[i, 0] == 1, visits[i, 1], visits[i, 2]
+            re, im = staple(theta, nbr, b, mu, x)
+            k = math.hypot(re, im)
+            psi = math.atan2(im, re)
+            old = theta[b, mu, x]
+            if heat:
+                new = wrap(von_mises(beta * k, rng, b) - psi)
+            elif k > 0.0:
+                new = wrap(-2.0 * psi - old)
+            else:
+                continue
+            d_action[b] -= beta * k * (math.cos(new + psi) - math.cos(old + psi))
+            theta[b, mu, x] = new
     return d_action
 
 
