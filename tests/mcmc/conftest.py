@@ -1,17 +1,24 @@
 """Shared fixtures of the kernel tests: one torch thread, seeded generators, the 4σ check, a short
-batched chain (HMC, local updates or a flow) with its observables and step records, and a job that
-stops at the n-th poll of its stop flag.
+batched chain (HMC, local updates or a flow) with its observables and step records, the local kernels'
+reproducibility and ΔS checks, a killable φ⁴ run of the ``latflow`` script, and a job that stops at the
+n-th poll of its stop flag.
 
 The helpers are handed out as fixtures (``gen``, ``within``, ``run_chain``, ``same_seed_chain``,
-``sweeps_checked``, ``stop_after``) because the tests import in pytest's ``importlib`` mode, where a test
-module cannot import ``conftest``."""
+``sweeps_checked``, ``killable``, ``stop_after``) because the tests import in pytest's ``importlib``
+mode, where a test module cannot import ``conftest``."""
 
+import subprocess
+import sys
+import time
 from dataclasses import fields
+from pathlib import Path
 from typing import NamedTuple
 
+import h5py
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from mcmc.kernels.protocol import ChainState
 
@@ -106,6 +113,62 @@ def _sweeps_checked(kernel, n_chains):
 def sweeps_checked():
     """``sweeps_checked(kernel, n_chains) -> new fields``: a local kernel's ΔS bookkeeping check."""
     return _sweeps_checked
+
+
+class _Killable:
+    """A φ⁴ HMC run of the ``latflow`` script that can be killed and resumed (2 chains on 6², checkpointed
+    every 40 stored configurations), for the kill, resume and lock tests."""
+
+    latflow_script = str(Path(sys.executable).with_name("latflow"))
+    card = {
+        "theory": {"name": "phi4", "shape": [6, 6], "m2": -1.0, "lam": 1.0},
+        "sampler": {"kind": "hmc"},
+        "hmc": {"tau": 0.5, "n_steps": 4},
+        "sample": {"n_configs": 800, "n_therm": 10, "n_chains": 2, "checkpoint_every": 40, "progress": False},
+        "seed": 11,
+        "device": "cpu",
+    }
+    datasets = ("configs", "traj", "crc32", "accepted", "logp", "dH", "obs/mag2", "obs/action")
+
+    def write(self, directory, **changes):
+        """``directory/card.yaml``: the card with ``out = directory/out`` and the top-level ``changes``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "card.yaml"
+        path.write_text(yaml.safe_dump({**self.card, "out": str(directory / "out"), **changes}))
+        return path
+
+    def latflow(self, *args, **kwargs):
+        """Run the script to the end; the ``CompletedProcess`` with its text output."""
+        return subprocess.run([self.latflow_script, *map(str, args)], capture_output=True, text=True,
+                              timeout=300, **kwargs)
+
+    def start(self, *args):
+        """Start the script in the background; the ``Popen`` with piped text output."""
+        return subprocess.Popen([self.latflow_script, *map(str, args)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    @staticmethod
+    def wait_for(path, proc, timeout=120.0):
+        """Wait until ``path`` exists (the first checkpoint) while ``proc`` runs."""
+        t0 = time.monotonic()
+        while not path.exists():
+            assert proc.poll() is None, f"finished before {path} appeared: {proc.communicate()}"
+            assert time.monotonic() - t0 < timeout, f"{path} did not appear"
+            time.sleep(0.01)
+
+    def assert_same(self, a, b, datasets=None):
+        """Files ``a`` and ``b`` hold equal ``datasets`` (default: ``self.datasets``); ``b`` is complete."""
+        with h5py.File(a) as fa, h5py.File(b) as fb:
+            for name in datasets or self.datasets:
+                assert np.array_equal(fa[name][()], fb[name][()]), name
+            assert fb.attrs["status"] == "complete"
+
+
+@pytest.fixture(scope="session")
+def killable():
+    """The killable φ⁴ HMC run: ``card``, ``write(directory, **changes)``, ``latflow(*args)``,
+    ``start(*args)``, ``wait_for(path, proc)``, ``assert_same(a, b, datasets=None)``."""
+    return _Killable()
 
 
 class _StopAfter:

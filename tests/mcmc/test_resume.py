@@ -12,7 +12,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from mcmc.cli import main
 from mcmc.io.ensemble import read_ensemble
@@ -20,69 +19,24 @@ from mcmc.io.store import StoreError
 from mcmc.io.verify import verify_file
 from mcmc.runtime import stop_signals
 
-LATFLOW = str(Path(sys.executable).with_name("latflow"))
-CARD = {
-    "theory": {"name": "phi4", "shape": [6, 6], "m2": -1.0, "lam": 1.0},
-    "sampler": {"kind": "hmc"},
-    "hmc": {"tau": 0.5, "n_steps": 4},
-    "sample": {"n_configs": 800, "n_therm": 10, "n_chains": 2, "checkpoint_every": 40, "progress": False},
-    "seed": 11,
-    "device": "cpu",
-}
-DATASETS = ("configs", "traj", "crc32", "accepted", "logp", "dH", "obs/mag2", "obs/action")
-
-
-def write_card(directory, **changes):
-    directory.mkdir(parents=True, exist_ok=True)
-    card = {**CARD, "out": str(directory / "out"), **changes}
-    path = directory / "card.yaml"
-    path.write_text(yaml.safe_dump(card))
-    return path
-
 
 def h5(directory):
     return directory / "out" / "out.r0.h5"
 
 
-def latflow(*args, **kwargs):
-    return subprocess.run([LATFLOW, *map(str, args)], capture_output=True, text=True, timeout=300, **kwargs)
-
-
-def start(*args):
-    return subprocess.Popen(
-        [LATFLOW, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-def wait_for(path, proc, timeout=120.0):
-    """Wait until ``path`` exists (the first checkpoint) while ``proc`` runs."""
-    t0 = time.monotonic()
-    while not path.exists():
-        assert proc.poll() is None, f"finished before {path} appeared: {proc.communicate()}"
-        assert time.monotonic() - t0 < timeout, f"{path} did not appear"
-        time.sleep(0.01)
-
-
-def assert_same(a, b):
-    with h5py.File(a) as fa, h5py.File(b) as fb:
-        for name in DATASETS:
-            assert np.array_equal(fa[name][()], fb[name][()]), name
-        assert fb.attrs["status"] == "complete"
-
-
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, killable):
     """The uninterrupted run every interrupted one must reproduce exactly."""
     directory = tmp_path_factory.mktemp("reference")
-    r = latflow("sample", write_card(directory), "--quiet")
+    r = killable.latflow("sample", killable.write(directory), "--quiet")
     assert r.returncode == 0, r.stderr
     return h5(directory)
 
 
-def test_sigterm_checkpoints_and_resume_is_bit_identical(tmp_path, reference):
-    card = write_card(tmp_path)
-    proc = start("sample", card, "--quiet")
-    wait_for(h5(tmp_path).with_suffix(".ckpt"), proc)
+def test_sigterm_checkpoints_and_resume_is_bit_identical(tmp_path, reference, killable):
+    card = killable.write(tmp_path)
+    proc = killable.start("sample", card, "--quiet")
+    killable.wait_for(h5(tmp_path).with_suffix(".ckpt"), proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
@@ -90,11 +44,11 @@ def test_sigterm_checkpoints_and_resume_is_bit_identical(tmp_path, reference):
     ckpt = torch.load(h5(tmp_path).with_suffix(".ckpt"), weights_only=True)
     with h5py.File(h5(tmp_path)) as f:  # a clean stop closes the file: any HDF5 reader opens it
         assert f.attrs["status"] == "running"
-        assert 0 < f["traj"].shape[0] == ckpt["n_stored"] < CARD["sample"]["n_configs"]
+        assert 0 < f["traj"].shape[0] == ckpt["n_stored"] < killable.card["sample"]["n_configs"]
     assert any("did not finish" in p for p in verify_file(h5(tmp_path)))
-    r = latflow("sample", card, "--quiet", "--resume")
+    r = killable.latflow("sample", card, "--quiet", "--resume")
     assert r.returncode == 0, r.stderr
-    assert_same(reference, h5(tmp_path))
+    killable.assert_same(reference, h5(tmp_path))
     assert verify_file(h5(tmp_path)) == []
 
 
@@ -114,9 +68,9 @@ main(["sample", sys.argv[1], "--quiet"])
 """
 
 
-def test_sigkill_in_the_middle_of_an_append(tmp_path, reference):
+def test_sigkill_in_the_middle_of_an_append(tmp_path, reference, killable):
     """SIGKILL after some datasets of the 4th block were grown and written, before its flush."""
-    card = write_card(tmp_path)
+    card = killable.write(tmp_path)
     n_columns = 10 + 4  # configs, crc32, accepted, logp, logq, dH, proposal_logw, accept_prob, 4 obs,
     # row_crc32, traj
     r = subprocess.run(
@@ -127,24 +81,24 @@ def test_sigkill_in_the_middle_of_an_append(tmp_path, reference):
     )
     assert r.returncode == -signal.SIGKILL, r.stderr
     ens = read_ensemble(h5(tmp_path))  # readable, though left flagged open by the killed writer
-    assert len(ens.traj) >= 3 * CARD["sample"]["checkpoint_every"]
+    assert len(ens.traj) >= 3 * killable.card["sample"]["checkpoint_every"]
     assert torch.load(h5(tmp_path).with_suffix(".ckpt"), weights_only=True)["n_stored"] == 120
-    r = latflow("sample", card, "--quiet", "--resume")
+    r = killable.latflow("sample", card, "--quiet", "--resume")
     assert r.returncode == 0, r.stderr
-    assert_same(reference, h5(tmp_path))
-    r = latflow("verify", h5(tmp_path))
+    killable.assert_same(reference, h5(tmp_path))
+    r = killable.latflow("verify", h5(tmp_path))
     assert r.returncode == 0 and r.stdout.startswith("OK"), r.stdout
 
 
-def test_repeated_sigkill_at_random_times(tmp_path, reference):
+def test_repeated_sigkill_at_random_times(tmp_path, reference, killable):
     """kill -9 twice at arbitrary moments of a real run: nothing is lost beyond the last checkpoint."""
-    card = write_card(tmp_path)
+    card = killable.write(tmp_path)
     rng = np.random.default_rng(5)
     ckpt = h5(tmp_path).with_suffix(".ckpt")
     for attempt in range(2):
-        proc = start("sample", card, "--quiet", *(["--resume"] if attempt else []))
+        proc = killable.start("sample", card, "--quiet", *(["--resume"] if attempt else []))
         if attempt == 0:
-            wait_for(ckpt, proc)
+            killable.wait_for(ckpt, proc)
         time.sleep(rng.uniform(0.05, 0.6))
         if proc.poll() is not None:
             break
@@ -152,20 +106,20 @@ def test_repeated_sigkill_at_random_times(tmp_path, reference):
         proc.communicate()
         stored = torch.load(ckpt, weights_only=True)["n_stored"]
         assert len(read_ensemble(h5(tmp_path)).traj) >= stored
-    r = latflow("sample", card, "--quiet", "--resume")
+    r = killable.latflow("sample", card, "--quiet", "--resume")
     assert r.returncode == 0, r.stderr
-    assert_same(reference, h5(tmp_path))
+    killable.assert_same(reference, h5(tmp_path))
     assert verify_file(h5(tmp_path)) == []
 
 
-def test_n_configs_may_grow_and_nothing_else_may_change(tmp_path, capsys):
-    small = {**CARD["sample"], "n_configs": 60}
-    assert main(["sample", str(write_card(tmp_path, sample=small)), "--quiet"]) == 0
-    grown = write_card(tmp_path, sample={**small, "n_configs": 100})
+def test_n_configs_may_grow_and_nothing_else_may_change(tmp_path, capsys, killable):
+    small = {**killable.card["sample"], "n_configs": 60}
+    assert main(["sample", str(killable.write(tmp_path, sample=small)), "--quiet"]) == 0
+    grown = killable.write(tmp_path, sample={**small, "n_configs": 100})
     assert main(["sample", str(grown), "--quiet", "--resume"]) == 0
-    direct = write_card(tmp_path / "direct", sample={**small, "n_configs": 100})
+    direct = killable.write(tmp_path / "direct", sample={**small, "n_configs": 100})
     assert main(["sample", str(direct), "--quiet"]) == 0
-    assert_same(h5(tmp_path / "direct"), h5(tmp_path))
+    killable.assert_same(h5(tmp_path / "direct"), h5(tmp_path))
     capsys.readouterr()
     for change, message in [
         ({"sample": {**small, "n_configs": 50}}, "n_configs = 50 is below the 100"),
@@ -173,9 +127,10 @@ def test_n_configs_may_grow_and_nothing_else_may_change(tmp_path, capsys):
         ({"sample": {**small, "n_configs": 200, "every": 2}}, "sample.every was 1 and is now 2"),
         ({"seed": 12}, "seed was 11 and is now 12"),
         ({"hmc": {"tau": 0.6, "n_steps": 4}}, "hmc.tau was 0.5 and is now 0.6"),
-        ({"theory": {**CARD["theory"], "shape": [6, 8]}}, "theory.shape was [6, 6] and is now [6, 8]"),
+        ({"theory": {**killable.card["theory"], "shape": [6, 8]}},
+         "theory.shape was [6, 6] and is now [6, 8]"),
     ]:
-        assert main(["sample", str(write_card(tmp_path, **change)), "--quiet", "--resume"]) == 2
+        assert main(["sample", str(killable.write(tmp_path, **change)), "--quiet", "--resume"]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, (change, err)
 
@@ -201,13 +156,13 @@ def file_bytes(*paths):
     return [Path(p).read_bytes() if Path(p).exists() else None for p in paths]
 
 
-def test_missing_checkpoint_never_replaces_the_ensemble(tmp_path, capsys):
+def test_missing_checkpoint_never_replaces_the_ensemble(tmp_path, capsys, killable):
     """Problem 2: without its .ckpt, --resume (even with another seed and m2) leaves the file untouched."""
-    card = write_card(tmp_path, sample={**CARD["sample"], "n_configs": 60})
+    card = killable.write(tmp_path, sample={**killable.card["sample"], "n_configs": 60})
     assert main(["sample", str(card), "--quiet"]) == 0
     h5(tmp_path).with_suffix(".ckpt").unlink()
     before = file_bytes(h5(tmp_path))
-    changed = write_card(tmp_path, seed=99, theory={**CARD["theory"], "m2": -4.0})
+    changed = killable.write(tmp_path, seed=99, theory={**killable.card["theory"], "m2": -4.0})
     capsys.readouterr()
     for path in (card, changed):
         assert main(["sample", str(path), "--quiet", "--resume"]) == 2
@@ -218,13 +173,13 @@ def test_missing_checkpoint_never_replaces_the_ensemble(tmp_path, capsys):
     assert file_bytes(h5(tmp_path)) == before
 
 
-def test_an_empty_file_without_checkpoint_is_restarted(tmp_path):
+def test_an_empty_file_without_checkpoint_is_restarted(tmp_path, killable):
     """A run killed before its first checkpoint stored nothing: --resume starts it afresh."""
-    card = write_card(tmp_path, sample={**CARD["sample"], "n_configs": 60})
+    card = killable.write(tmp_path, sample={**killable.card["sample"], "n_configs": 60})
     assert main(["sample", str(card), "--quiet"]) == 0
     with h5py.File(h5(tmp_path), "r+") as f:
         extra = ("logq", "proposal_logw", "accept_prob", "row_crc32", "obs/absmag", "obs/phi2")
-        for name in DATASETS + extra:
+        for name in killable.datasets + extra:
             f[name].resize(0, axis=0)
     h5(tmp_path).with_suffix(".ckpt").unlink()
     assert main(["sample", str(card), "--quiet", "--resume"]) == 0
@@ -232,27 +187,27 @@ def test_an_empty_file_without_checkpoint_is_restarted(tmp_path):
 
 
 @pytest.mark.parametrize("damage", [b"", b"garbage" * 10, None])
-def test_corrupt_checkpoint_is_a_one_line_error_naming_it(tmp_path, capsys, damage):
-    card = write_card(tmp_path, sample={**CARD["sample"], "n_configs": 60})
+def test_corrupt_checkpoint_is_a_one_line_error_naming_it(tmp_path, capsys, damage, killable):
+    card = killable.write(tmp_path, sample={**killable.card["sample"], "n_configs": 60})
     assert main(["sample", str(card), "--quiet"]) == 0
     ckpt = h5(tmp_path).with_suffix(".ckpt")
     ckpt.write_bytes(ckpt.read_bytes()[:200] if damage is None else damage)  # None: truncated
     before = file_bytes(h5(tmp_path), ckpt)
     capsys.readouterr()
-    grown = write_card(tmp_path, sample={**CARD["sample"], "n_configs": 80})
+    grown = killable.write(tmp_path, sample={**killable.card["sample"], "n_configs": 80})
     assert main(["sample", str(grown), "--quiet", "--resume"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and f"{ckpt}: not a readable latflow checkpoint" in err, err
     assert file_bytes(h5(tmp_path), ckpt) == before
 
 
-def test_costs_and_log_survive_sigkill(tmp_path, reference):
+def test_costs_and_log_survive_sigkill(tmp_path, reference, killable):
     """Problems 6 and 10: after kill -9 the checkpoint holds the cumulative wall and CPU seconds of each
     phase and the log holds a line per checkpoint; the resumed file's totals include the killed session."""
-    card = write_card(tmp_path)
+    card = killable.write(tmp_path)
     ckpt = h5(tmp_path).with_suffix(".ckpt")
-    proc = start("sample", card, "--quiet")
-    wait_for(ckpt, proc)
+    proc = killable.start("sample", card, "--quiet")
+    killable.wait_for(ckpt, proc)
     while torch.load(ckpt, weights_only=True)["n_stored"] < 200 and proc.poll() is None:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
@@ -261,10 +216,10 @@ def test_costs_and_log_survive_sigkill(tmp_path, reference):
     assert killed["therm_s"] > 0 and killed["sample_s"] > 0 and killed["sample_cpu_s"] > 0
     log_lines = (tmp_path / "out" / "out.r0.log").read_text().splitlines()
     assert any("configurations stored" in line for line in log_lines), log_lines
-    r = latflow("sample", card, "--quiet", "--resume")
+    r = killable.latflow("sample", card, "--quiet", "--resume")
     assert r.returncode == 0, r.stderr
     with h5py.File(h5(tmp_path)) as f:
         assert f.attrs["therm_s"] == pytest.approx(killed["therm_s"])  # thermalised in the killed session
         assert f.attrs["sample_s"] > killed["sample_s"]
         assert f.attrs["sample_cpu_s"] > killed["sample_cpu_s"]
-    assert_same(reference, h5(tmp_path))
+    killable.assert_same(reference, h5(tmp_path))

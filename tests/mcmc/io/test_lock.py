@@ -7,33 +7,11 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import h5py
-import numpy as np
 import pytest
-import yaml
 
 from mcmc.cli import main
 from mcmc.io.lock import Holder, LockError, WriterLock, lock_path, process_start
-
-LATFLOW = str(Path(sys.executable).with_name("latflow"))
-CARD = {
-    "theory": {"name": "phi4", "shape": [6, 6], "m2": -1.0, "lam": 1.0},
-    "sampler": {"kind": "hmc"},
-    "hmc": {"tau": 0.5, "n_steps": 4},
-    "sample": {"n_configs": 3000, "n_therm": 10, "n_chains": 2, "checkpoint_every": 40, "progress": False},
-    "seed": 11,
-    "device": "cpu",
-}
-DATASETS = ("configs", "traj", "crc32", "accepted", "logp", "dH", "obs/mag2", "obs/action", "row_crc32")
-
-
-def write_card(directory):
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "card.yaml"
-    path.write_text(yaml.safe_dump({**CARD, "out": str(directory / "out")}))
-    return path
 
 
 def write_lock(path, **fields):
@@ -101,22 +79,16 @@ def test_heartbeat_refreshes_the_lock(tmp_path):
         assert lock.owned()
 
 
-def latflow(*args):
-    return subprocess.run([LATFLOW, *map(str, args)], capture_output=True, text=True, timeout=300)
-
-
-def test_second_writers_against_a_live_run(tmp_path, capsys):
+def test_second_writers_against_a_live_run(tmp_path, capsys, killable):
     """A resubmitted job, a second terminal and an --overwrite meet a live run: each stops at once with
     one line naming the holder, and the live run ends exactly as an uninterrupted one."""
-    reference = latflow("sample", write_card(tmp_path / "ref"), "--quiet")
+    long = {"sample": {**killable.card["sample"], "n_configs": 3000}}
+    reference = killable.latflow("sample", killable.write(tmp_path / "ref", **long), "--quiet")
     assert reference.returncode == 0, reference.stderr
-    card = write_card(tmp_path / "live")
-    live = subprocess.Popen([LATFLOW, "sample", str(card), "--quiet"], stderr=subprocess.PIPE, text=True)
+    card = killable.write(tmp_path / "live", **long)
+    live = killable.start("sample", card, "--quiet")
     h5 = tmp_path / "live" / "out" / "out.r0.h5"
-    t0 = time.monotonic()
-    while not h5.with_suffix(".ckpt").exists():
-        assert live.poll() is None and time.monotonic() - t0 < 120, live.stderr.read()
-        time.sleep(0.01)
+    killable.wait_for(h5.with_suffix(".ckpt"), live)
     for extra in (["--resume"], ["--overwrite"], []):
         capsys.readouterr()
         assert main(["sample", str(card), "--quiet", *extra]) == 2
@@ -124,8 +96,5 @@ def test_second_writers_against_a_live_run(tmp_path, capsys):
         assert err.count("\n") == 1 and f"being written by pid {live.pid}" in err, err
     assert live.poll() is None, "the live run ended before the test was done: make it longer"
     assert live.wait(timeout=300) == 0, live.stderr.read()
-    with h5py.File(tmp_path / "ref" / "out" / "out.r0.h5") as a, h5py.File(h5) as b:
-        for name in DATASETS:
-            assert np.array_equal(a[name][()], b[name][()]), name
-        assert b.attrs["status"] == "complete"
+    killable.assert_same(tmp_path / "ref" / "out" / "out.r0.h5", h5, (*killable.datasets, "row_crc32"))
     assert not lock_path(h5).exists()
