@@ -44,6 +44,12 @@ class MappingConfig:
             raise ValueError(f"unknown {cls._section} key(s) {unknown}; {cls._accepts} {sorted(known)}")
         return cls(**config)
 
+    @classmethod
+    def of(cls: type[C], config: C | Mapping[str, Any] | None) -> C:
+        """``config`` itself when it already is a ``cls``, else ``from_mapping(config)``: what a builder
+        accepts as its config (an instance, a plain dict of its keys, or None for the defaults)."""
+        return config if isinstance(config, cls) else cls.from_mapping(config)
+
 
 def check_choice(key: str, value: Any, accepted: Iterable[Any], section: str = "flow") -> None:
     """Raise ``ValueError`` naming ``<section>.<key>`` unless ``value`` is one of ``accepted``."""

@@ -133,8 +133,7 @@ def build_flow(
     Initial weights are drawn from ``generator`` (default: a CPU generator seeded 0), never from
     torch's global RNG; the last conv of every conditioner is zero, so the new flow is the identity.
     """
-    if not isinstance(config, FlowConfig):
-        config = FlowConfig.from_mapping(config)
+    config = FlowConfig.of(config)
     shape = tuple(theory.field_shape)
     if not 1 <= len(shape) <= 4:
         raise ValueError(f"scalar flows support lattice dimension D = 1..4, not D = {len(shape)}")
@@ -153,5 +152,5 @@ def build_flow(
         if config.fourier:
             layers.insert(0, FourierScaling(shape))
     flow = Flow(shape, layers, config)
-    reset_parameters(flow, generator if generator is not None else torch.Generator().manual_seed(0))
+    reset_parameters(flow, generator)
     return flow.to(device=device, dtype=dtype)

@@ -155,13 +155,14 @@ def _init_conv(conv: nn.Module, generator: torch.Generator, zero: bool) -> None:
                     p.copy_(drawn)
 
 
-def reset_parameters(module: nn.Module, generator: torch.Generator) -> None:
-    """Re-draw the conv parameters of every :class:`ConvNet` inside ``module`` from ``generator``,
-    keeping each final conv at zero. No global RNG is touched, so a flow's initial weights are a
-    function of the generator state alone. The draws happen on the CPU (:func:`cpu_generator`), so a
-    generator on any device and parameters on any device give the same weights for one seed; a
-    non-CPU generator contributes its seed, not its current state, and is not advanced."""
-    generator = cpu_generator(generator)
+def reset_parameters(module: nn.Module, generator: torch.Generator | None) -> None:
+    """Re-draw the conv parameters of every :class:`ConvNet` inside ``module`` from ``generator`` (None: a
+    CPU generator seeded 0, the flow builders' default), keeping each final conv at zero. No global RNG
+    is touched, so a flow's initial weights are a function of the generator state alone. The draws
+    happen on the CPU (:func:`cpu_generator`), so a generator on any device and parameters on any device
+    give the same weights for one seed; a non-CPU generator contributes its seed, not its current state,
+    and is not advanced."""
+    generator = cpu_generator(generator if generator is not None else torch.Generator().manual_seed(0))
     for net in module.modules():
         if not isinstance(net, ConvNet):
             continue

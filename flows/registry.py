@@ -80,7 +80,5 @@ def load_flow(
     ``theory`` and, when given, ``config`` (the family's config or a mapping), else
     ``flows.checkpoint.CheckpointMismatch``; rebuilt from its saved architecture, in eval mode."""
     if config is not None:
-        family = flow_family(theory.name)
-        config = config if isinstance(config, family.config) else family.config.from_mapping(config)
-        config = config.to_dict()
+        config = flow_family(theory.name).config.of(config).to_dict()
     return flow_from_checkpoint(load_checkpoint(path, theory, config), theory, dtype=dtype, device=device)

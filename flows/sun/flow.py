@@ -166,8 +166,7 @@ def build_sun_flow(
     zero, so a new flow is the identity and samples the Haar measure, unless ``config.init = "wilson"``
     gives the shaping layers the one-plaquette Wilson spline at ``theory.beta``
     (``flows.sun.starts``)."""
-    if not isinstance(config, SUNFlowConfig):
-        config = SUNFlowConfig.from_mapping(config)
+    config = SUNFlowConfig.of(config)
     if not isinstance(theory, SUN) or not 2 <= len(theory.shape) <= 4:
         raise ValueError(f"build_sun_flow needs an SU(N) theory in D = 2 … 4, got "
                          f"{getattr(theory, 'name', theory)!r} with shape {getattr(theory, 'shape', None)}")
@@ -175,7 +174,7 @@ def build_sun_flow(
     layers = nn.ModuleList(SUNGaugeCoupling(theory.shape, theory.N, mu, nu, offset, config)
                            for mu, nu, offset in schedule)
     flow = SUNFlow(theory.field_shape, theory.N, layers, config)
-    reset_parameters(flow, generator if generator is not None else torch.Generator().manual_seed(0))
+    reset_parameters(flow, generator)
     if config.init == "wilson":
         start_at_wilson(flow.layers, theory.shape, theory.N, float(theory.beta), config.bins)
     return flow.to(device=device, dtype=dtype)

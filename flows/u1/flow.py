@@ -296,13 +296,12 @@ def build_u1_flow(
     ``flows.model.build_flow``). Initial weights come from ``generator`` (default: seeded 0); every
     conditioner's last conv is zero, so a new flow is the identity and samples the Haar measure, unless
     ``config.init = "wilson"`` gives its shaping couplings the Wilson quantile tables."""
-    if not isinstance(config, U1FlowConfig):
-        config = U1FlowConfig.from_mapping(config)
+    config = U1FlowConfig.of(config)
     if not isinstance(theory, U1) or len(theory.shape) != 2:
         raise ValueError(f"build_u1_flow needs a 2D U(1) theory, got {getattr(theory, 'name', theory)!r} "
                          f"with shape {getattr(theory, 'shape', None)}")
     flow = U1Flow(theory.field_shape, u1_coupling_stack(theory.shape, config), config)
-    reset_parameters(flow, generator if generator is not None else torch.Generator().manual_seed(0))
+    reset_parameters(flow, generator)
     if config.init == "wilson":
         start_at_wilson(flow, config, float(theory.beta))
     return flow.to(device=device, dtype=dtype)
