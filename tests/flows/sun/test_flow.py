@@ -94,30 +94,15 @@ def test_spectral_map_jacobian_against_autograd(n, exact_eig):
     assert (back - theta0).abs().max() < 1e-10 and abs(float(logdet + logdet_inv)) < 1e-9
 
 
-def random_flow(theory, seed, n_layers=8, scale=0.05):
-    """A float64 flow whose weights are all perturbed by ``scale`` · N(0, 1), so it is not the identity."""
-    config = {"n_layers": n_layers, "hidden": [4]}
-    flow = build_sun_flow(theory, config, generator=gen(seed), dtype=torch.float64)
-    with torch.no_grad():
-        for p in flow.parameters():
-            p.add_(scale * torch.randn(p.shape, dtype=p.dtype, generator=gen(seed + 1)))
-    return flow
-
-
 @pytest.mark.parametrize("n", [2, 3])
-def test_flow_is_invertible_and_equivariant(n):
+def test_flow_is_invertible_and_equivariant(n, check_invertible, perturbed_flow):
     th = SUN((4, 4), 2.0, n)
-    flow = random_flow(th, 20 + n)
+    flow = perturbed_flow(th, 20 + n, 0.05, n_layers=8)
     x, logq = flow.sample(3, gen(1))
     assert x.dtype == torch.complex128 and logq.dtype == torch.float64
     assert max(unitarity_violation(x)) < 1e-11
     assert logq.abs().min() > 1e-2                      # the flow is not the identity
-    assert (flow.log_prob(x) - logq).abs().max() < 1e-9
-    z = x
-    for layer in reversed(flow.layers):
-        z, _ = layer.inverse(z)
-    x_again, logq_again = flow.push(z)
-    assert (x_again - x).abs().max() < 1e-9 and (logq_again - logq).abs().max() < 1e-9
+    check_invertible(flow, x, logq, 1e-9)
     g = haar((3, 4, 4), n, gen(2))
     gx = gauge_transform(x, g)
     assert (flow.log_prob(gx) - logq).abs().max() < 1e-9
@@ -127,11 +112,11 @@ def test_flow_is_invertible_and_equivariant(n):
 
 
 @pytest.mark.parametrize("layer_index", [0, 3])
-def test_layer_log_det_against_full_jacobian(layer_index, exact_eig):
+def test_layer_log_det_against_full_jacobian(layer_index, exact_eig, perturbed_flow):
     """The log|det| of a whole coupling layer (all 2·16·3 link coordinates of SU(2) on 4×4) against the
     brute-force Jacobian in left-invariant coordinates: checks the masks (triangularity) as well."""
     th = SUN((4, 4), 1.0, 2)
-    layer = random_flow(th, 50, scale=0.1).layers[layer_index]
+    layer = perturbed_flow(th, 50, 0.1, n_layers=8).layers[layer_index]
     layer.requires_grad_(False)
     u0 = th.random_field(1, gen(51))
     y0, logdet = layer(u0)
@@ -160,12 +145,12 @@ def test_new_flow_is_identity_and_config():
         SUNFlowConfig.from_mapping({"offset_order": "sideways"})
 
 
-def test_reweighted_flow_samples_are_exact():
+def test_reweighted_flow_samples_are_exact(perturbed_flow):
     """Self-normalised importance sampling with a (random, non-trivial) flow reproduces the exact 4×4 SU(2)
     plaquette at β = 1, although the raw flow samples are far from it: log q is the true density."""
     beta, shape = 1.0, (4, 4)
     th = SUN(shape, beta, 2)
-    x, logq = random_flow(th, 40).sample(1500, gen(41))
+    x, logq = perturbed_flow(th, 40, 0.05, n_layers=8).sample(1500, gen(41))
     logw = (-th.action(x) - logq).numpy()
     w = np.exp(logw - logw.max())
     plaq = th.observables(x)["plaquette"].numpy()

@@ -61,31 +61,15 @@ def test_schedule_2d_is_the_row_pattern():
         layer_masks((4, 5, 4, 4), 0, 1, 0)
 
 
-def random_flow(theory, seed, n_layers, scale=0.02, order="increasing"):
-    """A float64 flow with all weights perturbed by ``scale`` · N(0, 1), so it is not the identity (4D
-    conditioners have large fan-in: 0.05 already gives log q ≈ 700 and amplifies round-off to 1e-8)."""
-    config = {"n_layers": n_layers, "hidden": [4], "offset_order": order}
-    flow = build_sun_flow(theory, config, generator=gen(seed), dtype=torch.float64)
-    with torch.no_grad():
-        for p in flow.parameters():
-            p.add_(scale * torch.randn(p.shape, dtype=p.dtype, generator=gen(seed + 1)))
-    return flow
-
-
 @pytest.mark.parametrize("n, shape, order", [(2, (4, 4, 4, 4), "increasing"), (3, (4, 4, 2, 2), "decreasing"),
                                              (3, (4, 4, 4), "increasing")])
-def test_flow_is_invertible_equivariant_and_consistent(n, shape, order):
+def test_flow_is_invertible_equivariant_and_consistent(n, shape, order, check_invertible, perturbed_flow):
     th = SUN(shape, 6.0, n)
-    flow = random_flow(th, 20 + n, n_layers=4 * len(shape), order=order)
+    flow = perturbed_flow(th, 20 + n, 0.02, n_layers=4 * len(shape), offset_order=order)
     x, logq = flow.sample(2, gen(1))
     assert x.shape == (2, *th.field_shape) and x.dtype == torch.complex128
     assert logq.abs().min() > 1e-2                                     # not the identity
-    assert (flow.log_prob(x) - logq).abs().max() < 1e-10
-    z = x
-    for layer in reversed(flow.layers):
-        z, _ = layer.inverse(z)
-    x_again, logq_again = flow.push(z)
-    assert (x_again - x).abs().max() < 1e-10 and (logq_again - logq).abs().max() < 1e-10
+    z = check_invertible(flow, x, logq, 1e-10)
     g = haar((2, *shape), n, gen(2))
     gx = gauge_transform(x, g)
     assert (flow.log_prob(gx) - logq).abs().max() < 1e-10
@@ -94,13 +78,13 @@ def test_flow_is_invertible_equivariant_and_consistent(n, shape, order):
 
 
 @pytest.mark.parametrize("mu, nu, offset", [(1, 0, 1), (0, 1, 0), (3, 0, 3)])
-def test_layer_log_det_against_full_jacobian_4d(mu, nu, offset, monkeypatch):
+def test_layer_log_det_against_full_jacobian_4d(mu, nu, offset, monkeypatch, perturbed_flow):
     """The log|det| of one 4D coupling layer against the brute-force Jacobian in left-invariant
     coordinates of all 4·32·3 link coordinates of SU(2) on 4×2×2×2: checks exact triangularity."""
     monkeypatch.setattr(SafeEig, "ETA", 1e-30)                 # exact eigenvector gradients
     shape = (4, 2, 2, 2)
     th = SUN(shape, 2.0, 2)
-    flow = random_flow(th, 50, n_layers=0)
+    flow = perturbed_flow(th, 50, 0.02, n_layers=0, offset_order="increasing")
     layer = SUNGaugeCoupling(shape, 2, mu, nu, offset, flow.config).to(torch.float64)
     with torch.no_grad():
         for p in layer.parameters():
