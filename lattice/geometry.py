@@ -29,6 +29,23 @@ def volume(shape: Sequence[int]) -> int:
     return math.prod(shape)
 
 
+class LatticeShape:
+    """Mixin for a theory dataclass with a ``shape`` field (the extents L): its dimension D and its
+    number of sites V."""
+
+    shape: tuple[int, ...]
+
+    @property
+    def dim(self) -> int:
+        """Dimension D = len(shape)."""
+        return len(self.shape)
+
+    @property
+    def volume(self) -> int:
+        """Number of sites V."""
+        return volume(self.shape)
+
+
 def shift(x: torch.Tensor, mu: int, step: int = 1, n_lead: int = 1) -> torch.Tensor:
     """Periodic shift: ``shift(x, mu, s)[..., n] = x[..., n + s * e_mu]``.
 

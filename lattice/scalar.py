@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import torch
 
-from lattice.geometry import shift, validate_shape, volume
+from lattice.geometry import LatticeShape, shift, validate_shape
 
 
 @dataclass(frozen=True)
-class Phi4:
+class Phi4(LatticeShape):
     """φ⁴ theory on a periodic lattice of extents ``shape`` with bare parameters ``m2`` and ``lam``."""
 
     shape: tuple[int, ...]
@@ -32,14 +32,6 @@ class Phi4:
     def field_shape(self) -> tuple[int, ...]:
         """Shape of one configuration, ``L``."""
         return self.shape
-
-    @property
-    def volume(self) -> int:
-        return volume(self.shape)
-
-    @property
-    def dim(self) -> int:
-        return len(self.shape)
 
     def params(self) -> dict:
         """JSON-ready description, as written to the HDF5 ``theory`` attribute and the summary."""

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 
 import torch
 
-from lattice.geometry import shift, validate_shape, volume
+from lattice.geometry import LatticeShape, shift, validate_shape
 from lattice.topology import charge_2d
 
 
 @dataclass(frozen=True)
-class U1:
+class U1(LatticeShape):
     """U(1) Wilson gauge theory on a periodic lattice of extents ``shape`` (D = len(shape) ≥ 2)."""
 
     shape: tuple[int, ...]
@@ -39,18 +39,9 @@ class U1:
             raise ValueError(f"a gauge theory needs D >= 2 lattice directions, got shape {self.shape}")
 
     @property
-    def dim(self) -> int:
-        return len(self.shape)
-
-    @property
     def field_shape(self) -> tuple[int, ...]:
         """Shape of one configuration, ``(D, *L)``."""
         return (self.dim, *self.shape)
-
-    @property
-    def volume(self) -> int:
-        """Number of sites V."""
-        return volume(self.shape)
 
     @property
     def planes(self) -> tuple[tuple[int, int], ...]:

@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import torch
 
-from lattice.geometry import shift, validate_shape, volume
+from lattice.geometry import LatticeShape, shift, validate_shape
 from lattice.sun import complex_dtype, dagger, haar, identity, project_algebra, retrace_product, trace
 
 
@@ -94,7 +94,7 @@ def polyakov_loop(u: torch.Tensor, direction: int = 0) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class SUN:
+class SUN(LatticeShape):
     """SU(N) Wilson gauge theory on a periodic lattice of extents ``shape`` (D = len(shape) ≥ 2)."""
 
     shape: tuple[int, ...]
@@ -110,14 +110,6 @@ class SUN:
         if int(self.N) != self.N or self.N < 2:
             raise ValueError(f"N = {self.N} must be an integer >= 2")
         object.__setattr__(self, "N", int(self.N))
-
-    @property
-    def dim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def volume(self) -> int:
-        return volume(self.shape)
 
     @property
     def field_shape(self) -> tuple[int, ...]:
