@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +32,8 @@ from mcmc.card_sections import (
     section_settings,
     theory_card,
 )
+from mcmc.yaml_values import load as load_yaml
+from mcmc.yaml_values import parse_value
 
 __all__ = ["Card", "CardError", "apply_overrides", "load_card", "parse_card", "read_yaml", "section_settings",
            "stage_cards"]
@@ -83,13 +84,6 @@ class Card(Section):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _parse_value(text: str) -> Any:
-    """A ``--set`` value is parsed as YAML, so ``8``, ``-4.0``, ``[8, 8]`` and ``true`` keep their types."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply ``--set a.b=value`` overrides to a raw card dict; returns a new dict."""
@@ -104,7 +98,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise CardError(f"--set {key}: {part!r} is not a section")
-        node[parts[-1]] = _parse_value(value)
+        node[parts[-1]] = parse_value(value)
     return result
 
 
@@ -185,22 +179,6 @@ def stage_cards(card: Card) -> list[Card]:
     return cards
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML keeps the last silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: dict[Any, int] = {}
-        for key_node, _value in node.value:
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if isinstance(key, typing.Hashable) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark
-                )
-            if isinstance(key, typing.Hashable):
-                seen[key] = line
-        return super().construct_mapping(node, deep=deep)
-
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     """One line for a YAML error: the problem and its line (and column)."""
@@ -220,7 +198,7 @@ def read_yaml(path: Path) -> Any:
     except UnicodeDecodeError:
         raise CardError(f"{path}: not a text file, so not a YAML run card") from None
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        return load_yaml(text)
     except yaml.YAMLError as exc:
         raise CardError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
 

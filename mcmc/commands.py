@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -94,7 +95,10 @@ def _sample(args: argparse.Namespace):  # noqa: ANN202
 def cmd_sample(args: argparse.Namespace) -> int:
     _, world, outcome, _ = _sample(args)
     sample_s = outcome.timing["sample_s"]
-    print(f"wrote {outcome.path} (acceptance {outcome.acceptance:.4f}, sampling {sample_s:.1f} s)")
+    if math.isnan(outcome.acceptance):  # a resumed ensemble that already held every configuration
+        print(f"{outcome.path}: complete, nothing to sample")
+    else:
+        print(f"wrote {outcome.path} (acceptance {outcome.acceptance:.4f}, sampling {sample_s:.1f} s)")
     return 0
 
 

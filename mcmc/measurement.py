@@ -26,6 +26,7 @@ from mcmc.io import measurements as side
 from mcmc.io.ensemble import open_for_reading
 from mcmc.io.store import StoreError
 from mcmc.runtime import World
+from mcmc.yaml_values import parse_value
 from observables.derived import analyze as analyze_derived
 from observables.gamma import GammaResult
 from observables.groups import Group, GroupError, Plan, resolve
@@ -46,15 +47,13 @@ class Measured:
 
 def parse_sets(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``["wilson_loops.r_max=3", ...]`` → ``{"wilson_loops": {"r_max": 3}}`` (values parsed as YAML)."""
-    import yaml
-
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         key, sep, value = item.partition("=")
         group, dot, name = key.strip().partition(".")
         if not sep or not dot or not name:
             raise GroupError(f"--set {item!r}: expected GROUP.KEY=VALUE, e.g. gradient_flow.t_max=3.5")
-        out.setdefault(group, {})[name] = yaml.safe_load(value)
+        out.setdefault(group, {})[name] = parse_value(value)
     return out
 
 
