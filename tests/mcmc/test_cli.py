@@ -89,6 +89,15 @@ def test_existing_ensemble_needs_resume_or_overwrite(tmp_path, capsys):
     assert run_cli("sample", card, "--quiet", "--overwrite") == 0
 
 
+def test_resuming_a_complete_ensemble_says_so(tmp_path, capsys):
+    card = write_card(tmp_path)
+    assert run_cli("sample", card, "--quiet") == 0
+    assert "acceptance" in capsys.readouterr().out
+    assert run_cli("sample", card, "--quiet", "--resume") == 0
+    out = capsys.readouterr().out
+    assert "complete, nothing to sample" in out and "nan" not in out
+
+
 def test_verify_names_tampered_configuration(tmp_path, capsys):
     assert run_cli("sample", write_card(tmp_path), "--quiet") == 0
     path = tmp_path / "out" / "out.r0.h5"
