@@ -13,7 +13,12 @@ Card section ``accel`` (all keys optional)::
   log-det, prior density and action (the log-density log q) stays in float32. Only the parameters of
   the couplings are computed in bf16: the flow remains an exact bijection with an exact density.
 * ``channels_last``: 2-D convolution weights in NHWC memory order (cuDNN's fast layout on tensor cores).
-* ``compile``: every ``ConvNet`` compiled with ``torch.compile`` (where :func:`compile_available`).
+* ``compile``: ``false`` (or ``off``); ``true`` or ``nets``: every ``ConvNet`` compiled with
+  ``torch.compile``; ``flow``: every layer of the flow (``flow.layers``: conditioner, elementwise map and
+  log-det together) compiled, so that the compiler fuses the many small elementwise kernels of the
+  rational-quadratic spline with the gathers around them. Both only where :func:`compile_available`
+  (else eager, with the reason logged). The compiled and the eager layer compute the same function;
+  their outputs differ by floating-point rounding only (fused kernels round differently).
 
 :func:`training_accel` applies the options for training and removes them afterwards, so the trained
 flow that samples (``Flow.as_float64``) is the plain one.
@@ -24,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
+import logging
 import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -35,6 +41,19 @@ from torch import nn
 from flows.nets import ConvNet
 
 AUTOCAST = {"off": None, "bf16": torch.bfloat16}
+COMPILE_MODES = ("off", "nets", "flow")
+LOG = logging.getLogger(__name__)
+
+
+def compile_mode(value: bool | str | None) -> str:
+    """The card's ``accel.compile`` as one of ``COMPILE_MODES``: false/None → off, true → nets."""
+    if value is None or value is False:
+        return "off"
+    if value is True:
+        return "nets"
+    if value not in COMPILE_MODES:
+        raise ValueError(f"accel.compile = {value!r}: expected true, false or one of {list(COMPILE_MODES)}")
+    return str(value)
 
 
 def compile_available(device: torch.device) -> str | None:
@@ -57,11 +76,15 @@ class AccelConfig:
     tf32: bool | None = None
     autocast: str | None = None
     channels_last: bool | None = None
-    compile: bool = False
+    compile: bool | str = False
+    proposal_dtype: str | None = None  # sampling, not training: flows.proposal.proposal_flow
 
     def __post_init__(self) -> None:
         if self.autocast is not None and self.autocast not in AUTOCAST:
             raise ValueError(f"autocast = {self.autocast!r}: expected one of {sorted(AUTOCAST)}")
+        compile_mode(self.compile)  # raises on an unknown mode
+        if self.proposal_dtype not in (None, "float64", "float32"):
+            raise ValueError(f"accel.proposal_dtype = {self.proposal_dtype!r}: expected float64 or float32")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> AccelConfig:
@@ -75,7 +98,8 @@ class AccelConfig:
             tf32=cuda if self.tf32 is None else self.tf32,
             autocast=self.autocast or "off",
             channels_last=cuda if self.channels_last is None else self.channels_last,
-            compile=self.compile,
+            compile=compile_mode(self.compile),
+            proposal_dtype=self.proposal_dtype,
         )
 
 
@@ -96,6 +120,38 @@ def _nets(module: nn.Module) -> list[ConvNet]:
     return [m for m in module.modules() if isinstance(m, ConvNet)]
 
 
+def compile_targets(flow: nn.Module, mode: str) -> list[nn.Module]:
+    """The modules that ``mode`` compiles: the ``ConvNet``s (``nets``), the flow's layers (``flow``;
+    a module without ``layers`` is compiled whole), or none (``off``)."""
+    mode = compile_mode(mode)
+    if mode == "nets":
+        return list(_nets(flow))
+    if mode == "flow":
+        layers = getattr(flow, "layers", None)
+        return list(layers) if layers is not None else [flow]
+    return []
+
+
+def compile_flow(flow: nn.Module, mode: str, device: torch.device) -> list[nn.Module]:
+    """Compile the :func:`compile_targets` of ``flow`` in place (``nn.Module.compile``) where
+    :func:`compile_available` for ``device``, else log why not; returns the modules compiled, which
+    :func:`uncompile` turns back to eager."""
+    targets = compile_targets(flow, mode)
+    reason = compile_available(device) if targets else None
+    if reason is not None:
+        LOG.warning("accel.compile = %s ignored: %s", mode, reason)
+        return []
+    for module in targets:
+        module.compile(dynamic=None)
+    return targets
+
+
+def uncompile(modules: list[nn.Module]) -> None:
+    """Back to the eager forward of modules compiled by :func:`compile_flow`."""
+    for module in modules:
+        module._compiled_call_impl = None  # nn.Module.compile's hook
+
+
 @contextlib.contextmanager
 def training_accel(
     flow: nn.Module, config: AccelConfig | None, device: torch.device
@@ -112,15 +168,13 @@ def training_accel(
     nets = _nets(flow)
     for net in nets:
         net.autocast_dtype = AUTOCAST[config.autocast]
-        if config.compile and compile_available(device) is None:
-            net.compile(dynamic=None)
+    compiled = compile_flow(flow, str(config.compile), device)
     try:
         yield config
     finally:
         for net in nets:
             net.autocast_dtype = None
-            if config.compile:
-                net._compiled_call_impl = None  # back to the eager forward (nn.Module.compile's hook)
+        uncompile(compiled)
         if config.channels_last:
             _conv_format(flow, torch.contiguous_format)
         if old_tf32 is not None:

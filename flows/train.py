@@ -225,6 +225,16 @@ def checkpoint_payload(
     }
 
 
+def _to_host(logw: torch.Tensor, norm: torch.Tensor | None) -> tuple[torch.Tensor, float]:
+    """log w ``(n,)`` as a float64 CPU tensor and the gradient norm as a float, in one device-to-host
+    copy (one synchronisation per step on a GPU); the values are exact (float32 → float64)."""
+    if norm is None:
+        return logw.detach().to("cpu", torch.float64), 0.0
+    both = torch.cat([logw.detach().to(torch.float64).reshape(-1), norm.detach().to(torch.float64).reshape(1)])
+    both = both.to("cpu")
+    return both[:-1], float(both[-1])
+
+
 def _train_step(
     flow: Flow,
     theory: Any,
@@ -243,12 +253,14 @@ def _train_step(
     optimizer.zero_grad(set_to_none=True)
     backward = estimator_backward(config.estimator)
     gather = collective.gather
-    logw = gather(backward(flow, theory, collective.share(n), n, generator, gather).to("cpu", torch.float64))
+    logw_device = backward(flow, theory, collective.share(n), n, generator, gather)
     params = [p for p in flow.parameters() if p.grad is not None]
     collective.reduce_gradients(params)
-    loss = float(-logw.mean())
     clip = config.grad_clip if config.grad_clip is not None else math.inf
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, clip).item() if params else 0.0
+    norm = torch.nn.utils.clip_grad_norm_(params, clip) if params else None
+    logw, grad_norm = _to_host(logw_device, norm)
+    logw = gather(logw)
+    loss = float(-logw.mean())
     metrics = {"loss": loss, "ess": ess_fraction(logw), "acceptance": acceptance_estimate(logw), "lr": lr,
                "batch_size": float(n), "grad_norm": grad_norm}
     if not (math.isfinite(loss) and math.isfinite(grad_norm)):

@@ -90,7 +90,8 @@ class AccelCard(Section):
     tf32: bool | None = None
     autocast: Literal["off", "bf16"] | None = None
     channels_last: bool | None = None
-    compile: bool = False
+    compile: bool | Literal["off", "nets", "flow"] = False  # true = nets; flow: whole layers (flows.accel)
+    proposal_dtype: Literal["float64", "float32"] | None = None  # null = float64 map (flows.proposal)
 
 
 class LocalCard(Section):

@@ -298,11 +298,13 @@ def _plot_training(metrics: dict[str, Any], path: Path) -> None:
 
 def flow_kernel(spec: FlowSpec, theory: Any, ctx: BuildContext) -> KernelBuild:
     """Train or load the flow (all ranks together), then the independence-Metropolis kernel on it."""
+    from flows.proposal import proposal_flow
     from mcmc.kernels.independence import IndependenceMetropolis
 
     trained = trained_flow(spec, theory, ctx.device, progress=ctx.progress, world=ctx.world, stop=ctx.stop,
                            frozen=ctx.frozen)
-    proposal = trained.flow.as_float64(conditioner_dtype=torch.float32)  # exact map, cheap conditioners
+    # float64 map with float32 conditioners unless accel.proposal_dtype says otherwise (flows.proposal)
+    proposal = proposal_flow(trained.flow, spec.accel.proposal_dtype, spec.accel.compile, ctx.device)
     kernel = IndependenceMetropolis(
         theory,
         proposal,

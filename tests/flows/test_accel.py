@@ -4,7 +4,7 @@ after training, automatic choices depend on the device."""
 import pytest
 import torch
 
-from flows.accel import AccelConfig, training_accel
+from flows.accel import AccelConfig, compile_available, compile_mode, compile_targets, training_accel
 from flows.model import build_flow
 from flows.nets import ConvNet
 from lattice.scalar import Phi4
@@ -51,7 +51,7 @@ def test_options_are_undone_after_training():
 
 def test_automatic_choices_depend_on_the_device():
     cpu = AccelConfig().resolved(torch.device("cpu"))
-    assert (cpu.tf32, cpu.autocast, cpu.channels_last, cpu.compile) == (False, "off", False, False)
+    assert (cpu.tf32, cpu.autocast, cpu.channels_last, cpu.compile) == (False, "off", False, "off")
     cuda = AccelConfig().resolved(torch.device("cuda"))
     assert (cuda.tf32, cuda.autocast, cuda.channels_last) == (True, "off", True)
     assert AccelConfig(tf32=False).resolved(torch.device("cuda")).tf32 is False
@@ -71,3 +71,53 @@ def test_card_section_reaches_the_config():
     with pytest.raises(Exception, match="autocast"):
         Card.model_validate({"theory": {"name": "phi4", "shape": [4, 4], "m2": -4.0, "lam": 4.572},
                              "accel": {"autocast": "fp16"}})
+
+
+def test_compile_modes_keep_the_card_key_compatible():
+    assert [compile_mode(v) for v in (False, None, True, "off", "nets", "flow")] == [
+        "off", "off", "nets", "off", "nets", "flow"]
+    with pytest.raises(ValueError, match="accel.compile"):
+        AccelConfig(compile="everything")
+    flow = _flow()
+    assert compile_targets(flow, "nets") == [m for m in flow.modules() if isinstance(m, ConvNet)]
+    assert compile_targets(flow, "flow") == list(flow.layers)
+    from mcmc.card import Card
+
+    theory = {"name": "phi4", "shape": [4, 4], "m2": -4.0, "lam": 4.572}
+    for value in (True, False, "nets", "flow"):
+        card = Card.model_validate({"theory": theory, "accel": {"compile": value}})
+        assert AccelConfig.from_mapping(card.accel.model_dump()).resolved(torch.device("cpu")).compile == \
+            compile_mode(value)
+    with pytest.raises(Exception, match="compile"):
+        Card.model_validate({"theory": theory, "accel": {"compile": "everything"}})
+
+
+@pytest.mark.parametrize("mode", ["nets", "flow"])
+def test_compiled_flow_computes_the_eager_function(mode):
+    """Compiled (conditioners or whole layers) and eager: the same samples, log q and one training
+    step's gradients up to float32 rounding, and the eager forward is back afterwards."""
+    cpu = torch.device("cpu")
+    if compile_available(cpu) is not None:
+        pytest.skip(compile_available(cpu))
+    flow = _flow()
+    with torch.no_grad():
+        x_ref, logq_ref = flow.sample(32, torch.Generator().manual_seed(1))
+    theory = Phi4((8, 8), m2=-4.0, lam=4.572)
+
+    def grads():
+        flow.zero_grad(set_to_none=True)
+        x, logq = flow.forward_with_logq(32, torch.Generator().manual_seed(2))
+        (logq + theory.action(x)).mean().backward()
+        return [p.grad.clone() for p in flow.parameters() if p.grad is not None]
+
+    g_ref = grads()
+    with training_accel(flow, AccelConfig(compile=mode), cpu) as used:
+        assert used.compile == mode
+        assert all(m._compiled_call_impl is not None for m in compile_targets(flow, mode))
+        with torch.no_grad():
+            x, logq = flow.sample(32, torch.Generator().manual_seed(1))
+        g = grads()
+    assert torch.allclose(x, x_ref, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(logq, logq_ref, rtol=1e-5, atol=1e-4)
+    assert all(torch.allclose(a, b, rtol=1e-3, atol=1e-5) for a, b in zip(g, g_ref, strict=True))
+    assert all(m._compiled_call_impl is None for m in compile_targets(flow, mode))
