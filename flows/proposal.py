@@ -1,4 +1,4 @@
-"""The flow that proposes for independence Metropolis, in one of two precisions (card ``accel.proposal_dtype``).
+"""The flow that proposes for independence Metropolis, in one of two precisions (``accel.proposal_dtype``).
 
 * ``float64`` (the default): ``Flow.as_float64(conditioner_dtype=float32)``, every map, log-det and prior
   density in float64 with float32 conditioners; log q is exact to float64 rounding.

@@ -230,8 +230,8 @@ def _to_host(logw: torch.Tensor, norm: torch.Tensor | None) -> tuple[torch.Tenso
     copy (one synchronisation per step on a GPU); the values are exact (float32 → float64)."""
     if norm is None:
         return logw.detach().to("cpu", torch.float64), 0.0
-    both = torch.cat([logw.detach().to(torch.float64).reshape(-1), norm.detach().to(torch.float64).reshape(1)])
-    both = both.to("cpu")
+    wide = [logw.detach().to(torch.float64).reshape(-1), norm.detach().to(torch.float64).reshape(1)]
+    both = torch.cat(wide).to("cpu")
     return both[:-1], float(both[-1])
 
 
