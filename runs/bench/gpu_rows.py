@@ -5,7 +5,9 @@ Usage (from the repository root, PYTHONPATH=.):
     python runs/bench/gpu_rows.py ROW [--device cuda] [--scale gpu|cpu]     # JSON lines on stdout
     python runs/bench/gpu_rows.py table ROWS.jsonl CPU.json                 # the table of gpu_check.sh
 
-ROW is one of: phi4_hmc, phi4_train, phi4_sample, su3_force, gauge_proposals, l32_card. Every figure is
+ROW is one of: phi4_hmc, phi4_train, phi4_sample, su3_force, gauge_proposals, l32_card, and the flow rows
+flow_train_eager, flow_train_nets, flow_train_flow (accel.compile off / nets / flow), flow_proposals,
+flow_ess (bf16 against fp32 training, float32 against float64 proposals). Every figure is
 printed as one JSON line {"key", "what", "value", "unit", "setting"}; a larger value is better for
 every unit but "us/link". ``--scale cpu`` uses sizes one CPU core finishes in seconds; the per-unit
 figures (configurations/s, samples/s, µs per link) are what the table compares.
@@ -233,6 +235,124 @@ def row_l32_card(device, scale):
         except (KeyError, IndexError, TypeError):
             emit("l32_card.train", "latflow train, φ⁴ L=32 default flow, whole command", steps / wall,
                  "steps/s", f"card defaults, train.steps={steps}, start-up included")
+
+
+FAST = {"fp32": dict(tf32=False, channels_last=False),
+        "bf16": dict(tf32=True, channels_last=True, autocast="bf16")}
+
+
+def _flow_train(device, scale, variants, compile_mode="off"):
+    """Training samples/s of the L=32 flow for ``variants`` (name, accel keys, batch, cudnn.benchmark); the
+    first call (compilation, warm-up) is timed apart and not counted."""
+    from flows.accel import AccelConfig, training_accel
+    from flows.model import build_flow
+
+    theory = phi4_theory()
+    base = build_flow(theory, PHI4_FLOW, generator=torch.Generator().manual_seed(0), device=device)
+    for name, keys, batch, bench in variants if scale == "gpu" else variants[:2]:
+        if scale == "cpu":
+            batch = 16
+        flow = copy.deepcopy(base)
+        old = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = bench
+        try:
+            with training_accel(flow, AccelConfig(compile=compile_mode, **keys), device) as used:
+                one = _train_steps(flow, theory, device, batch, 0)
+                t0 = time.perf_counter()
+                one()
+                sync(device)
+                first = time.perf_counter() - t0
+                steps = rate(one, device, min_s=1.5 if scale == "gpu" else 0.2)
+        finally:
+            torch.backends.cudnn.benchmark = old
+        tag = f"{name}, compile {compile_mode}{', cudnn.benchmark' if bench else ''}, batch {batch}"
+        key = f"flow_train.{name}.{compile_mode}{'.bench' if bench else ''}.b{batch}"
+        emit(key, f"φ⁴ L=32 flow training, {tag}", steps * batch, "samples/s",
+             f"spline 8x32-32 + Fourier, Adam; {used}; first call {first:.1f} s (not counted)")
+        if compile_mode != "off":
+            emit(key + ".compile_s", f"  first call (compilation) of: {tag}", first, "s", "wall seconds")
+        del flow
+
+
+def row_flow_train_eager(device, scale):
+    _flow_train(device, scale, [("fp32", FAST["fp32"], 2048, False), ("bf16", FAST["bf16"], 2048, False),
+                                ("bf16", FAST["bf16"], 2048, True), ("bf16", FAST["bf16"], 8192, True)])
+
+
+def row_flow_train_nets(device, scale):
+    _flow_train(device, scale, [("bf16", FAST["bf16"], 2048, True)], "nets")
+
+
+def row_flow_train_flow(device, scale):
+    _flow_train(device, scale, [("bf16", FAST["bf16"], 2048, True), ("bf16", FAST["bf16"], 8192, True),
+                                ("fp32", FAST["fp32"], 2048, True)], "flow")
+
+
+def row_flow_proposals(device, scale):
+    """Proposals/s of the L=32 flow (inference mode) for the float64 map with float32 conditioners, the
+    float32 map, and the float32 map with compiled layers; chain updates/s with the float32 proposal."""
+    from flows.model import build_flow
+    from flows.proposal import proposal_flow
+    from mcmc.kernels.independence import IndependenceMetropolis
+
+    theory = phi4_theory()
+    batch = 8192 if scale == "gpu" else 32
+    flow = build_flow(theory, PHI4_FLOW, generator=torch.Generator().manual_seed(0), device=device)
+    g = torch.Generator(device=device).manual_seed(2)
+    for dtype, mode in (("float64", "off"), ("float32", "off"), ("float32", "flow")):
+        proposal = proposal_flow(flow, dtype, mode, device)
+
+        def draw(proposal=proposal):
+            with torch.inference_mode():
+                proposal.sample(batch, g)
+
+        t0 = time.perf_counter()
+        draw()
+        sync(device)
+        first = time.perf_counter() - t0
+        per_s = batch * rate(draw, device, min_s=1.0, max_reps=50)
+        what = f"φ⁴ L=32 flow proposals, {dtype} map, compile {mode}, batch {batch}"
+        emit(f"flow_proposals.{dtype}.{mode}", what, per_s, "configs/s",
+             f"flows.proposal.proposal_flow({dtype!r}, {mode!r}); first call {first:.1f} s (not counted)")
+    kernel = IndependenceMetropolis(theory, proposal_flow(flow, "float32", "off", device), batch=batch)
+    box = {"s": kernel.init_from_flow(4, g)}
+
+    def step():
+        box["s"], _ = kernel.step(box["s"], g)
+
+    what = f"φ⁴ L=32 flow sampling, float32 proposals, 4 chains, batch {batch}"
+    updates = 4 * rate(step, device, min_s=1.5 if scale == "gpu" else 0.2)
+    emit("flow_proposals.chain.float32", what, updates, "configs/s",
+         "IndependenceMetropolis.step loop (no file writes)")
+
+
+def row_flow_ess(device, scale):
+    """ESS after equal training (same start, same draws) in fp32 and with bf16 conditioners, at L=8 where
+    the flow trains far enough for the ESS to tell; then the ESS of the bf16-trained flow's float64 and
+    float32 proposals (8192 draws each; the two precisions draw different prior streams)."""
+    from flows.accel import AccelConfig, training_accel
+    from flows.model import build_flow
+    from flows.proposal import proposal_flow
+    from flows.train import TrainConfig, train_flow
+    from lattice.scalar import Phi4
+
+    theory = Phi4((8, 8), m2=-4.0, lam=8.0)
+    steps, batch = (300, 256) if scale == "gpu" else (10, 32)
+    base = build_flow(theory, None, generator=torch.Generator().manual_seed(0), device=device)
+    config = TrainConfig(steps=steps, batch_size=batch, lr=4e-3)
+    trained = {}
+    for name in ("fp32", "bf16"):
+        flow = copy.deepcopy(base)
+        with training_accel(flow, AccelConfig(**FAST[name]), device):
+            train_flow(flow, theory, config, torch.Generator(device=device).manual_seed(1), progress=False)
+        trained[name] = flow
+        emit(f"flow_ess.{name}", f"φ⁴ L=8 ESS after {steps} steps (batch {batch}), {name} training",
+             _ess(flow, theory, device), "ESS", "default flow; 8192 float32 samples, seed 123")
+    for dtype in ("float64", "float32"):
+        proposal = proposal_flow(trained["bf16"], dtype, "off", device)
+        emit(f"flow_ess.proposal_{dtype}", f"  ESS of the bf16-trained flow's {dtype} proposals",
+             _ess(proposal, theory, device), "ESS",
+             "flows.proposal.proposal_flow; 8192 draws, seed 123 (own dtype)")
 
 
 ROWS = {name.removeprefix("row_"): fn for name, fn in globals().items() if name.startswith("row_")}
