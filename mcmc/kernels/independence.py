@@ -207,7 +207,8 @@ class IndependenceMetropolis:
         for _ in range(rows):
             z.append(self.flow.draw_prior(n_chains, generator))
             u.append(uniforms())
-        x, logq = self.flow.push(torch.cat(z))
+        with torch.inference_mode():  # no autograd bookkeeping at all; the buffer is only read afterwards
+            x, logq = self.flow.push(torch.cat(z))
         return x, logq, torch.log(torch.stack(u))
 
     @torch.no_grad()
