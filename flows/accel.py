@@ -2,7 +2,7 @@
 
 Card section ``accel`` (all keys optional)::
 
-    accel: {tf32: null, autocast: null, channels_last: null, compile: false}
+    accel: {tf32: null, autocast: null, channels_last: null, compile: false}   # compile: false|true|nets|flow
 
 ``null`` means automatic: TF32 and channels-last on CUDA, off elsewhere; autocast off; compile off.
 
@@ -21,7 +21,8 @@ Card section ``accel`` (all keys optional)::
   their outputs differ by floating-point rounding only (fused kernels round differently).
 
 :func:`training_accel` applies the options for training and removes them afterwards, so the trained
-flow that samples (``Flow.as_float64``) is the plain one.
+flow that samples (``flows.proposal.proposal_flow``, which compiles its own copy with ``compile: flow``)
+is the plain one.
 """
 
 from __future__ import annotations
