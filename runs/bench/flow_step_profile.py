@@ -145,13 +145,13 @@ def main() -> int:
     from flows.collective import Collective
     from flows.model import build_flow
     from flows.proposal import proposal_flow
-    from flows.train import TrainConfig, _train_step
+    from flows.train import TrainConfig, _train_step, adam
     from lattice.scalar import Phi4
 
     theory = Phi4((args.L, args.L), m2=PHI4["m2"], lam=PHI4["lam"])
     flow = build_flow(theory, FLOW, generator=torch.Generator().manual_seed(0), device=device)
     config = TrainConfig(steps=10**6, batch_size=batch)
-    optimizer = torch.optim.Adam(flow.parameters(), lr=1e-4)
+    optimizer = adam(flow, 1e-4)
     g = torch.Generator(device=device).manual_seed(1)
     box = {"step": 0}
 

@@ -81,7 +81,9 @@ def row_phi4_hmc(device, scale):
 
 
 def _train_steps(flow, theory, device, batch, steps, seed=0):
-    optimizer = torch.optim.Adam(flow.parameters(), lr=1e-3)
+    from flows.train import adam
+
+    optimizer = adam(flow, 1e-3)
     g = torch.Generator(device=device).manual_seed(seed)
 
     def one():
