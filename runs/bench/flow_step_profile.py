@@ -107,14 +107,20 @@ def profiled(fn, device: torch.device, label: str, reps: int = 2) -> None:
             fn()
         sync(device)
     events = prof.key_averages()
-    if device.type == "cuda":
-        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-        syncs = [e for e in prof.events() if "Synchronize" in e.name or "cudaMemcpy" in e.name]
-        print(f"[{label}] CUDA kernels per call: {len(kernels) / reps:.0f}; cuda*Synchronize/cudaMemcpy "
-              f"calls per call: {len(syncs) / reps:.1f}")
-        print(events.table(sort_by="self_cuda_time_total", row_limit=15, max_name_column_width=60))
-    else:
+    if device.type != "cuda":
         print(events.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=60))
+        return
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    syncs = [e for e in prof.events() if "Synchronize" in e.name or "cudaMemcpy" in e.name]
+    busy_ms = sum(e.time_range.elapsed_us() for e in kernels) / reps / 1e3
+    print(f"[{label}] CUDA kernels per call: {len(kernels) / reps:.0f} (their summed time {busy_ms:.1f} ms); "
+          f"cuda*Synchronize/cudaMemcpy calls per call: {len(syncs) / reps:.1f}")
+    for key in ("self_device_time_total", "self_cuda_time_total"):  # the name differs between torch versions
+        try:
+            print(events.table(sort_by=key, row_limit=15, max_name_column_width=60))
+            return
+        except (AttributeError, KeyError, ValueError) as error:
+            print(f"(profiler table sorted by {key} failed: {error})")
 
 
 def main() -> int:
