@@ -122,14 +122,15 @@ def _nets(module: nn.Module) -> list[ConvNet]:
 
 
 def compile_targets(flow: nn.Module, mode: str) -> list[nn.Module]:
-    """The modules that ``mode`` compiles: the ``ConvNet``s (``nets``), the flow's layers (``flow``;
-    a module without ``layers`` is compiled whole), or none (``off``)."""
+    """The modules that ``mode`` compiles: the ``ConvNet``s (``nets``), the flow's layers that hold a
+    conditioner (``flow``; layers without one, such as the FFT layer ``FourierScaling``, stay eager, and a
+    module without ``layers`` is compiled whole), or none (``off``)."""
     mode = compile_mode(mode)
     if mode == "nets":
         return list(_nets(flow))
     if mode == "flow":
         layers = getattr(flow, "layers", None)
-        return list(layers) if layers is not None else [flow]
+        return [layer for layer in layers if _nets(layer)] if layers is not None else [flow]
     return []
 
 
