@@ -46,8 +46,9 @@ row() {  # row NAME LIMIT_S: one section of runs/bench/gpu_rows.py; its JSON lin
 } > "$OUT_DIR/.section.out" 2>&1
 cat "$OUT_DIR/.section.out" | tee -a "$LOG"
 
-# issue 19's unmet flow targets first (new in this run; ~335 s at most; compilation takes most of it): the step profile, training with
-# accel.compile off / nets / flow, proposals in float64 and float32, ESS of bf16 against fp32 training
+# issue 19's unmet flow targets first (new in this run; ~335 s at most, mostly compilation): the step
+# profile, training with accel.compile off / nets / flow, proposals in float64 and float32, ESS of bf16
+# against fp32 training
 if [ "${DEVICE:-cuda}" = cpu ]; then SMALL="--L 8 --batch 16 --proposals 16"; else SMALL=""; fi
 section flow_profile 45 "$PY" runs/bench/flow_step_profile.py --device "${DEVICE:-cuda}" --time-limit 40 $SMALL
 row flow_train_eager 40
