@@ -23,7 +23,8 @@ section() {  # section NAME LIMIT_S COMMAND...: run with a limit (cut to the bud
     local name=$1 limit=$2; shift 2
     local left=$((BUDGET - ($(date +%s) - START)))
     [ "$left" -lt "$limit" ] && limit=$left
-    if [ "$limit" -le 5 ]; then echo "== $name: skipped, budget spent" | tee -a "$LOG"; return 124; fi
+    if [ "$limit" -le 5 ]; then   # empty output, so that row() records no stale lines of the section before
+        : > "$OUT_DIR/.section.out"; echo "== $name: skipped, budget spent" | tee -a "$LOG"; return 124; fi
     local t0=$(date +%s) rc
     echo "== $name (limit ${limit} s): $*" >> "$LOG"
     timeout -k 5 "$limit" "$@" > "$OUT_DIR/.section.out" 2>&1; rc=$?
