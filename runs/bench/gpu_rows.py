@@ -304,6 +304,29 @@ def row_flow_train_nets(device, scale):
 def row_flow_train_flow(device, scale):
     _flow_train(device, scale, [("bf16", FAST["bf16"], 2048, True), ("bf16", FAST["bf16"], 8192, True),
                                 ("fp32", FAST["fp32"], 2048, True)], "flow")
+    _compile_check(device)
+
+
+def _compile_check(device, n=1024):
+    """Largest |Δx| and |Δ log q| between the eager and the ``compile: flow`` forward of one perturbed flow
+    on the same prior draws (fp32, no TF32): compiled and eager must agree to float32 rounding."""
+    from flows.accel import AccelConfig, training_accel
+    from flows.model import build_flow
+
+    flow = build_flow(phi4_theory(), PHI4_FLOW, generator=torch.Generator().manual_seed(0), device=device)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in flow.parameters():  # leave the identity map
+            p.add_(0.05 * torch.randn(p.shape, generator=g).to(device))
+        z = flow.draw_prior(n, torch.Generator(device=device).manual_seed(6))
+        x_ref, logq_ref = flow.push(z)
+        with training_accel(flow, AccelConfig(tf32=False, channels_last=False, compile="flow"), device):
+            x, logq = flow.push(z)
+    emit("flow_train.compile_check.x", "  compile flow vs eager: max |Δx| (fp32, 1024 samples)",
+         (x - x_ref).abs().max().item(), "abs diff", "float32 rounding via 8 layers, against |x| of a few")
+    emit("flow_train.compile_check.logq", "  compile flow vs eager: max |Δ log q|",
+         (logq - logq_ref).abs().max().item(), "abs diff",
+         f"against |log q| ~ {logq_ref.abs().mean().item():.3g}, spread {logq_ref.std().item():.3g}")
 
 
 def row_flow_proposals(device, scale):
@@ -392,7 +415,7 @@ def table(rows_path, cpu_path):
         c = ref.get(r["key"]) or ref.get(r["key"].replace(".fused.", ".eager.").replace(".compiled", ".eager")
                                          .replace(".tf32", ".fp32").replace(".bf16", ".fp32"))
         ratio = ""
-        if c is not None and r["unit"] != "ESS" and c["value"] > 0:
+        if c is not None and r["unit"] not in ("ESS", "s", "abs diff") and c["value"] > 0:
             speed = c["value"] / r["value"] if r["unit"] == "us/link" else r["value"] / c["value"]
             ratio = f"{speed:.3g}x"
         cpu_v = f"{c['value']:.4g}" if c is not None else "-"
