@@ -68,6 +68,12 @@ def test_card_section_reaches_the_config():
     card = Card.model_validate({"theory": {"name": "phi4", "shape": [4, 4], "m2": -4.0, "lam": 4.572},
                                 "accel": {"autocast": "bf16"}})
     assert AccelConfig.from_mapping(card.accel.model_dump()) == AccelConfig(autocast="bf16")
+    card = Card.model_validate({"theory": {"name": "phi4", "shape": [4, 4], "m2": -4.0, "lam": 4.572},
+                                "accel": {"proposal_dtype": "float32"}})
+    assert AccelConfig.from_mapping(card.accel.model_dump()).resolved(torch.device("cpu")).proposal_dtype == \
+        "float32"
+    with pytest.raises(ValueError, match="proposal_dtype"):
+        AccelConfig(proposal_dtype="float16")
     with pytest.raises(Exception, match="autocast"):
         Card.model_validate({"theory": {"name": "phi4", "shape": [4, 4], "m2": -4.0, "lam": 4.572},
                              "accel": {"autocast": "fp16"}})
