@@ -31,6 +31,19 @@ def _gather_last(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(t, -1, index)
 
 
+def eig(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.linalg.eig`` of ``w (..., N, N)``, computed on the CPU for CUDA tensors and copied back.
+
+    torch has no GPU kernel for the non-Hermitian eigenproblem: on CUDA it runs MAGMA's ``geev``, one
+    matrix at a time with host-device traffic per matrix, far slower for millions of 3×3 links than
+    the CPU LAPACK batch. Eigenvalues and eigenvectors are the same either way (up to the phase of each
+    eigenvector, which no caller depends on)."""
+    if w.device.type == "cuda":
+        lam, v = torch.linalg.eig(w.cpu())
+        return lam.to(w.device), v.to(w.device)
+    return torch.linalg.eig(w)
+
+
 class SafeEig(torch.autograd.Function):
     """``torch.linalg.eig`` with a broadened eigenvector backward, safe at (nearly) degenerate spectra.
 
@@ -45,7 +58,7 @@ class SafeEig(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lam, v = torch.linalg.eig(w)
+        lam, v = eig(w)
         ctx.save_for_backward(lam, v)
         return lam, v
 
@@ -66,7 +79,7 @@ def eigen_alcove(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Alcove angles θ ``(..., N)`` (descending, Σθ = 0, θ_1 − θ_N ≤ 2π) and eigenvectors V ``(..., N, N)``
     (column j belongs to e^{iθ_j}) of SU(N) matrices ``w (..., N, N)``; the eigendecomposition is
     :class:`SafeEig`, whose gradients stay finite at degenerate spectra."""
-    lam, v = SafeEig.apply(w) if torch.is_grad_enabled() and w.requires_grad else torch.linalg.eig(w)
+    lam, v = SafeEig.apply(w) if torch.is_grad_enabled() and w.requires_grad else eig(w)
     phi = torch.angle(lam)
     n = phi.shape[-1]
     m = torch.round(phi.sum(-1, keepdim=True) / TWO_PI)              # Σφ = 2π m since det = 1

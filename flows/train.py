@@ -226,10 +226,10 @@ def checkpoint_payload(
 
 
 def adam(flow: torch.nn.Module, lr: float) -> torch.optim.Adam:
-    """Adam over ``flow``'s parameters: on CUDA the fused kernel (one launch per step for all of them, the
-    same update up to rounding), elsewhere torch's default implementation."""
-    cuda = all(p.is_cuda for p in flow.parameters())
-    return torch.optim.Adam(flow.parameters(), lr=lr, fused=True if cuda else None)
+    """Adam over ``flow``'s parameters, torch's default implementation (multi-tensor ``foreach`` on CUDA).
+    Not the fused kernel: it refuses parameters whose memory format changed after its state was made
+    (``accel.channels_last`` on a resumed optimizer), where ``foreach`` falls back per tensor."""
+    return torch.optim.Adam(flow.parameters(), lr=lr)
 
 
 def _to_host(logw: torch.Tensor, norm: torch.Tensor | None) -> tuple[torch.Tensor, float]:

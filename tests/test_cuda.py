@@ -148,7 +148,8 @@ def test_compiled_hmc_on_cuda_matches_eager(theory):
     want = HMC(th, 0.5, 4).trajectory(x, p)
     for _ in range(3):  # graph warm-up, recording and replay
         got = CompiledHMC(th, 0.5, 4).trajectory(x, p)
-    for a, b in zip(got, want, strict=True):
+    assert got.n_force == want.n_force
+    for a, b in zip(got[:3], want[:3], strict=True):  # x, p and the force at x
         assert ((a - b).abs().max() / b.abs().max()).item() < 1e-12
 
 
