@@ -321,7 +321,10 @@ def _compile_check(device, n=1024):
         for p in flow.parameters():  # leave the identity map
             p.add_(0.05 * torch.randn(p.shape, generator=g).to(device))
         z = flow.draw_prior(n, torch.Generator(device=device).manual_seed(6))
-        x_ref, logq_ref = flow.push(z)
+        # both sides without TF32: cuDNN's default (torch.backends.cudnn.allow_tf32 = True) would put the
+        # eager convolutions in TF32 and the difference would measure TF32 rounding, not the compiler
+        with training_accel(flow, AccelConfig(tf32=False, channels_last=False, compile="off"), device):
+            x_ref, logq_ref = flow.push(z)
         with training_accel(flow, AccelConfig(tf32=False, channels_last=False, compile="flow"), device):
             x, logq = flow.push(z)
     emit("flow_train.compile_check.x", "  compile flow vs eager: max |Δx| (fp32, 1024 samples)",
