@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 import torch
 
-from flows.transforms import cumsum_bins, rq_forward_in_bin, rq_inverse_in_bin, softmax, softplus
+from flows.transforms import cumsum_last, rq_forward_in_bin, rq_inverse_in_bin, softmax, softplus
 
 TWO_PI = 2.0 * math.pi
 MIN_SCALE = 1e-3  # smallest NCP α
@@ -134,7 +134,7 @@ def _knot_grid(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     every bin is at least MIN_BIN·2π wide and the end knots are exactly 0 and 2π."""
     k = logits.shape[-1]
     sizes = TWO_PI * (MIN_BIN + (1.0 - k * MIN_BIN) * softmax(logits, dim=-1))
-    inner = cumsum_bins(sizes)[..., :-1]
+    inner = cumsum_last(sizes)[..., :-1]
     knots = torch.cat([torch.zeros_like(sizes[..., :1]), inner, torch.full_like(sizes[..., :1], TWO_PI)], -1)
     return knots[..., 1:] - knots[..., :-1], knots
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from flows.transforms import spline_forward, spline_inverse
+from flows.transforms import cumsum_last, spline_forward, spline_inverse
 
 TWO_PI = 2.0 * math.pi
 _EPS = 1e-12
@@ -98,7 +98,7 @@ def eigen_alcove(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def alcove_to_sticks(theta: torch.Tensor) -> torch.Tensor:
     """Stick-breaking fractions b ``(..., N−1)`` in [0, 1] of alcove angles ``theta (..., N)``."""
     gaps = theta[..., :-1] - theta[..., 1:]
-    used = torch.cumsum(gaps, dim=-1) - gaps                          # Σ_{j<k} g_j
+    used = cumsum_last(gaps) - gaps                                   # Σ_{j<k} g_j
     return (gaps / (TWO_PI - used).clamp(min=_EPS)).clamp(0.0, 1.0)
 
 
@@ -109,7 +109,7 @@ def sticks_to_alcove(b: torch.Tensor) -> torch.Tensor:
     n = b.shape[-1] + 1
     weights = torch.arange(n - 1, 0, -1, dtype=b.dtype, device=b.device)   # N−1−j for j = 0 … N−2
     first = (weights * gaps).sum(-1, keepdim=True) / n
-    return torch.cat([first, first - torch.cumsum(gaps, dim=-1)], dim=-1)
+    return torch.cat([first, first - cumsum_last(gaps)], dim=-1)
 
 
 class _LogChord(torch.autograd.Function):

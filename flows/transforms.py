@@ -63,8 +63,9 @@ def softmax(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return e / e.sum(dim, keepdim=True)
 
 
-def cumsum_bins(x: torch.Tensor) -> torch.Tensor:
-    """Cumulative sum of ``x (..., K)`` along its last (bin) axis, the same sequential sums as
+def cumsum_last(x: torch.Tensor) -> torch.Tensor:
+    """Cumulative sum of ``x (..., K)`` along its last axis (the bins of a spline, the gaps of a spectrum),
+    the same sequential sums as
     ``torch.cumsum(x, -1)``, computed with the bins moved to the outermost axis.
 
     The reason is the GPU: torch's scan along the innermost axis of memory runs badly for millions of
@@ -84,7 +85,7 @@ def _knots(logits: torch.Tensor, bound: float, min_size: float) -> tuple[torch.T
     logits ``(..., K)`` via a softmax with a minimum bin size ``min_size`` (fraction of the interval)."""
     bins = logits.shape[-1]
     fractions = min_size + (1.0 - min_size * bins) * softmax(logits, dim=-1)
-    knots = F.pad(cumsum_bins(fractions), (1, 0))
+    knots = F.pad(cumsum_last(fractions), (1, 0))
     knots = 2.0 * bound * knots - bound
     # make the end knots exact so that the bin search and the tails agree to the last bit
     knots = torch.cat(

@@ -105,14 +105,14 @@ def test_spline_gradients_finite_in_tails():
 def test_outer_axis_cumsum_is_torch_cumsum_to_the_bit(shape, dtype):
     """The GPU path of the spline knots (a scan along the outermost axis) gives torch.cumsum's sums and
     gradients exactly: the same sequential additions in the same order."""
-    from flows.transforms import cumsum_bins, cumsum_outer
+    from flows.transforms import cumsum_last, cumsum_outer
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(shape, generator=g, dtype=dtype, requires_grad=True)
     w = torch.rand(shape, generator=g, dtype=dtype)
     want = torch.cumsum(x, -1)
     got = cumsum_outer(x)
-    assert torch.equal(got, want) and torch.equal(cumsum_bins(x), want)
+    assert torch.equal(got, want) and torch.equal(cumsum_last(x), want)
     (g_want,) = torch.autograd.grad((want * w).sum(), x)
     (g_got,) = torch.autograd.grad((got * w).sum(), x)
     assert torch.equal(g_got, g_want)
