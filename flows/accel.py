@@ -43,6 +43,7 @@ from flows.nets import ConvNet
 
 AUTOCAST = {"off": None, "bf16": torch.bfloat16}
 COMPILE_MODES = ("off", "nets", "flow")
+PROPOSAL_DTYPES = ("float64", "float32")
 LOG = logging.getLogger(__name__)
 
 
@@ -55,6 +56,12 @@ def compile_mode(value: bool | str | None) -> str:
     if value not in COMPILE_MODES:
         raise ValueError(f"accel.compile = {value!r}: expected true, false or one of {list(COMPILE_MODES)}")
     return str(value)
+
+
+def check_proposal_dtype(value: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``PROPOSAL_DTYPES``."""
+    if value not in PROPOSAL_DTYPES:
+        raise ValueError(f"accel.proposal_dtype = {value!r}: expected one of {list(PROPOSAL_DTYPES)}")
 
 
 def compile_available(device: torch.device) -> str | None:
@@ -84,8 +91,8 @@ class AccelConfig:
         if self.autocast is not None and self.autocast not in AUTOCAST:
             raise ValueError(f"autocast = {self.autocast!r}: expected one of {sorted(AUTOCAST)}")
         compile_mode(self.compile)  # raises on an unknown mode
-        if self.proposal_dtype not in (None, "float64", "float32"):
-            raise ValueError(f"accel.proposal_dtype = {self.proposal_dtype!r}: expected float64 or float32")
+        if self.proposal_dtype is not None:
+            check_proposal_dtype(self.proposal_dtype)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> AccelConfig:

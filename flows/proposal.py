@@ -21,9 +21,7 @@ import copy
 import torch
 from torch import nn
 
-from flows.accel import compile_flow, compile_mode
-
-PROPOSAL_DTYPES = ("float64", "float32")
+from flows.accel import check_proposal_dtype, compile_flow, compile_mode
 
 
 def _wide(dtype: torch.dtype) -> torch.dtype:
@@ -75,14 +73,13 @@ def proposal_flow(flow: nn.Module, dtype: str | None = None, compile: bool | str
     float64 (None: the default) or float32 (module docstring); with ``compile == "flow"`` its layers are
     compiled where ``torch.compile`` is available on ``device`` (default: the flow's)."""
     dtype = dtype or "float64"
-    if dtype not in PROPOSAL_DTYPES:
-        raise ValueError(f"accel.proposal_dtype = {dtype!r}: expected one of {list(PROPOSAL_DTYPES)}")
+    check_proposal_dtype(dtype)
     if dtype == "float64":
         proposal = flow.as_float64(conditioner_dtype=torch.float32)
         layers_of = proposal
     else:
-        if flow._anchor.dtype != torch.float32:
-            raise ValueError(f"accel.proposal_dtype = float32 needs a float32 flow, not {flow._anchor.dtype}")
+        if flow.dtype != torch.float32:
+            raise ValueError(f"accel.proposal_dtype = float32 needs a float32 flow, not {flow.dtype}")
         twin = copy.deepcopy(flow).eval()
         twin.requires_grad_(False)
         proposal, layers_of = Float32Proposal(twin).eval(), twin
