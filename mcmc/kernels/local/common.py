@@ -174,9 +174,20 @@ class LocalGaugeKernel(LocalKernel):
         n_chains = field.shape[0]
         rng = chain_keys(n_chains, generator) if n_heatbath > 0 else np.zeros(n_chains, dtype=np.uint64)
         n_or = self.n_overrelax if n_overrelax is None else n_overrelax
-        nbr, order = self.tables
-        visits = link_visits(field.shape[1], order, n_heatbath, n_or)
-        return compiled(field, nbr, visits, rng, float(self.theory.beta))
+        visits = self._visits(field.shape[1], n_heatbath, n_or)
+        return compiled(field, self.tables[0], visits, rng, float(self.theory.beta))
+
+    @cached_property
+    def _visit_tables(self) -> dict[tuple[int, int, int], np.ndarray]:
+        return {}
+
+    def _visits(self, dim: int, n_heatbath: int, n_overrelax: int) -> np.ndarray:
+        """``link_visits`` of this lattice, made once per (D, n_heatbath, n_overrelax): every step uses the
+        same order, and building it costs several percent of a step on large lattices."""
+        key = (dim, n_heatbath, n_overrelax)
+        if key not in self._visit_tables:
+            self._visit_tables[key] = link_visits(dim, self.tables[1], n_heatbath, n_overrelax)
+        return self._visit_tables[key]
 
     def overrelax(self, x: torch.Tensor) -> torch.Tensor:
         """One deterministic overrelaxation sweep of links ``x``; S is unchanged."""
