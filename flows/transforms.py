@@ -69,8 +69,8 @@ def cumsum_last(x: torch.Tensor) -> torch.Tensor:
     ``torch.cumsum(x, -1)``, computed with the bins moved to the outermost axis.
 
     The reason is the GPU: torch's scan along the innermost axis of memory runs badly for millions of
-    rows of a few bins (on an H200 it was 53 % of a φ⁴ L = 32 training step and 71 % of a proposal batch,
-    ``runs/bench/flow_step_profile.py``), while a scan along the outermost axis runs one thread per row.
+    rows of a few bins (the profile of ``runs/bench/flow_step_profile.py``, figures in the README's "On
+    GPUs"), while a scan along the outermost axis runs one thread per row.
     On CPUs the extra copy would only cost, so they keep ``torch.cumsum``."""
     return cumsum_outer(x) if x.device.type == "cuda" else torch.cumsum(x, dim=-1)
 
