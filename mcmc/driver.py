@@ -109,9 +109,10 @@ def _advance(kernel: Any, state: ChainState, generator: torch.Generator, n: int)
 def _records(
     x: torch.Tensor, logp: torch.Tensor, info: StepInfo, idx: list[int], measure: Measure,
     field_dtype: torch.dtype,
-) -> list[dict]:
-    """The stored updates ``idx`` of a batch of updates, each as numpy arrays of shape ``(B, ...)``;
-    the observables are measured on all of them in one call."""
+) -> dict[str, Any]:
+    """The stored updates ``idx`` of a batch of updates as columns of numpy arrays ``(m, B, ...)`` (the
+    groups ``obs`` and ``proposal_obs`` as dicts of them); the observables are measured on all of them in
+    one call."""
 
     def cpu(t: torch.Tensor) -> np.ndarray:
         return t.detach().cpu().numpy()
@@ -119,8 +120,7 @@ def _records(
     m, b = len(idx), x.shape[1]
     xs = x[idx]
     measured = measure(xs.reshape(m * b, *xs.shape[2:]))
-    obs = {k: cpu(v.to(torch.float64).reshape(m, b)) for k, v in measured.items()}
-    cols = {
+    return {
         "configs": cpu(xs.to(field_dtype)),
         "accepted": cpu(info.accepted[idx]),
         "logp": cpu(logp[idx]),
@@ -128,13 +128,9 @@ def _records(
         "dH": cpu(info.dH[idx]),
         "proposal_logw": cpu(info.proposal_logw[idx]),
         "accept_prob": cpu(info.accept_prob[idx].to(torch.float64)),
+        "obs": {k: cpu(v.to(torch.float64).reshape(m, b)) for k, v in measured.items()},
+        "proposal_obs": {k: cpu(v[idx]) for k, v in (info.proposal_obs or {}).items()},
     }
-    prop = {k: cpu(v[idx]) for k, v in (info.proposal_obs or {}).items()}
-    return [
-        {**{k: c[i] for k, c in cols.items()}, "obs": {k: o[i] for k, o in obs.items()},
-         "proposal_obs": {k: p[i] for k, p in prop.items()}}
-        for i in range(m)
-    ]
 
 
 def _rows_until_flush(update: int, schedule: Schedule, n_records: int) -> int:
@@ -148,11 +144,16 @@ def _rows_until_flush(update: int, schedule: Schedule, n_records: int) -> int:
     return max(1, min(end, target - update))
 
 
-def _block(records: list[dict], trajs: list[int]) -> Block:
+def _block(chunks: list[dict[str, Any]], trajs: list[int]) -> Block:
+    """One ``Block`` of the column chunks of ``_records``, concatenated along the update axis."""
     groups = ("obs", "proposal_obs")
-    stack = {k: np.stack([r[k] for r in records]) for k in records[0] if k not in groups}
-    grouped = {g: {k: np.stack([r[g][k] for r in records]) for k in records[0][g]} for g in groups}
-    return Block(traj=np.asarray(trajs, dtype=np.int64), **grouped, **stack)
+
+    def cat(arrays: list[np.ndarray]) -> np.ndarray:
+        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+    cols = {k: cat([c[k] for c in chunks]) for k in chunks[0] if k not in groups}
+    grouped = {g: {k: cat([c[g][k] for c in chunks]) for k in chunks[0][g]} for g in groups}
+    return Block(traj=np.asarray(trajs, dtype=np.int64), **grouped, **cols)
 
 
 class _Timer:
@@ -217,25 +218,25 @@ def _result(
 
 
 class _Pending:
-    """Stored updates not yet written: their records (``_records``) and update numbers."""
+    """Stored updates not yet written: their column chunks (``_records``) and update numbers."""
 
     def __init__(self) -> None:
-        self.records: list[dict] = []
+        self.chunks: list[dict[str, Any]] = []
         self.trajs: list[int] = []
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.trajs)
 
-    def add(self, records: list[dict], trajs: list[int]) -> None:
-        self.records += records
+    def add(self, chunk: dict[str, Any], trajs: list[int]) -> None:
+        self.chunks.append(chunk)
         self.trajs += trajs
 
     def write(self, writer: EnsembleWriter) -> int:
         """Append the pending updates as one block (if any), empty the buffer; returns how many."""
-        n = len(self.records)
+        n = len(self.trajs)
         if n:
-            writer.append(_block(self.records, self.trajs))
-            self.records, self.trajs = [], []
+            writer.append(_block(self.chunks, self.trajs))
+            self.chunks, self.trajs = [], []
         return n
 
 

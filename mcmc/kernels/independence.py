@@ -36,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
+import numba
+import numpy as np
 import torch
 
 from flows.model import Flow
@@ -83,6 +85,25 @@ class FlowChainState(ChainState):
         )
 
 
+@numba.njit(cache=True)
+def _scan(logw: np.ndarray, logu: np.ndarray, logw0: np.ndarray, accepted: np.ndarray, source: np.ndarray,
+          log_ratio: np.ndarray) -> None:  # pragma: no cover - compiled
+    k_rows, n_chains = logw.shape
+    for b in range(n_chains):
+        cur, src = logw0[b], -1
+        for k in range(k_rows):
+            r = logw[k, b] - cur
+            log_ratio[k, b] = r
+            if logu[k, b] < r:  # False for NaN
+                accepted[k, b] = True
+                cur, src = logw[k, b], k
+            source[k, b] = src
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().to(device="cpu", dtype=torch.float64).numpy())
+
+
 def accept_scan(
     logw: torch.Tensor, logu: torch.Tensor, logw0: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -92,21 +113,21 @@ def accept_scan(
     the chains before the buffer. Row k accepts where ``logu[k] < logw[k] − logw_cur`` (NaN rejects),
     logw_cur being the log weight held after row k − 1. Returns ``accepted (K, B)`` bool, ``source
     (K, B)`` int64 (the buffer row whose proposal chain b holds after row k; −1: its configuration
-    from before the buffer) and ``log_ratio (K, B)``. The arithmetic is that of ``step``, so the
-    results are bit-identical to K single steps.
+    from before the buffer) and ``log_ratio (K, B)`` float64, on ``logw``'s device. The arithmetic is
+    that of ``step`` (float64), so the results are bit-identical to K single steps. The scan is
+    sequential in k, so it runs as one compiled loop on the host (one copy of the (K, B) weights each
+    way) instead of K rounds of small device operations, which on a GPU cost more than the proposals.
     """
-    k_rows, n_chains = logw.shape
-    accepted = torch.zeros((k_rows, n_chains), dtype=torch.bool, device=logw.device)
-    source = torch.empty((k_rows, n_chains), dtype=torch.int64, device=logw.device)
-    log_ratio = torch.empty_like(logw)
-    cur, src = logw0.clone(), torch.full((n_chains,), -1, dtype=torch.int64, device=logw.device)
-    for k in range(k_rows):
-        log_ratio[k] = logw[k] - cur
-        accepted[k] = logu[k] < log_ratio[k]
-        cur = torch.where(accepted[k], logw[k], cur)
-        src = torch.where(accepted[k], k, src)
-        source[k] = src
-    return accepted, source, log_ratio
+    w, u, w0 = _host(logw), _host(logu), _host(logw0)
+    accepted = np.zeros(w.shape, dtype=np.bool_)
+    source = np.empty(w.shape, dtype=np.int64)
+    log_ratio = np.empty_like(w)
+    _scan(w, u, w0, accepted, source, log_ratio)
+
+    def back(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).to(logw.device, non_blocking=False)
+
+    return back(accepted), back(source), back(log_ratio)
 
 
 def accept_prob(log_ratio: torch.Tensor) -> torch.Tensor:

@@ -153,7 +153,6 @@ def row_phi4_train(device, scale):
 
 def row_phi4_sample(device, scale):
     from flows.model import build_flow
-    from mcmc.kernels.independence import IndependenceMetropolis
 
     theory = phi4_theory()
     batch, chains = (8192, 4) if scale == "gpu" else (64, 4)
@@ -163,15 +162,13 @@ def row_phi4_sample(device, scale):
     emit("phi4_sample.proposals", f"φ⁴ L=32 flow proposals, batch {batch}",
          batch * rate(lambda: proposal.sample(batch, g), device, min_s=1.0, max_reps=20), "configs/s",
          "spline 8x32-32, float64 map with float32 conditioners (what sampling uses)")
-    kernel = IndependenceMetropolis(theory, proposal, batch=batch)
-    box = {"s": kernel.init_from_flow(chains, g)}
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from chain_overhead import run
 
-    def step():
-        box["s"], _ = kernel.step(box["s"], g)
-
-    steps = rate(step, device, min_s=2.0)
+    r = run(32, chains, 4 * batch, device, "float64", theory=theory, flow_config=PHI4_FLOW, batch=batch)
     emit("phi4_sample.chain", f"φ⁴ L=32 flow sampling, {chains} chains, proposal_batch {batch}",
-         steps * chains, "configs/s", "IndependenceMetropolis.step loop (no file writes)")
+         r["configs_per_s"], "configs/s", "mcmc.driver.run_chain with HDF5 writes and checkpoints "
+         f"(runs/bench/chain_overhead.py); outside the refills {r['overhead_per_s']:.3g} configs/s")
 
 
 def row_su3_force(device, scale):
@@ -339,7 +336,6 @@ def row_flow_proposals(device, scale):
     float32 map, and the float32 map with compiled layers; chain updates/s with the float32 proposal."""
     from flows.model import build_flow
     from flows.proposal import proposal_flow
-    from mcmc.kernels.independence import IndependenceMetropolis
 
     theory = phi4_theory()
     batch = 8192 if scale == "gpu" else 32
@@ -360,16 +356,17 @@ def row_flow_proposals(device, scale):
         what = f"φ⁴ L=32 flow proposals, {dtype} map, compile {mode}, batch {batch}"
         emit(f"flow_proposals.{dtype}.{mode}", what, per_s, "configs/s",
              f"flows.proposal.proposal_flow({dtype!r}, {mode!r}); first call {first:.1f} s (not counted)")
-    kernel = IndependenceMetropolis(theory, proposal_flow(flow, "float32", "off", device), batch=batch)
-    box = {"s": kernel.init_from_flow(4, g)}
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from chain_overhead import run
 
-    def step():
-        box["s"], _ = kernel.step(box["s"], g)
-
-    what = f"φ⁴ L=32 flow sampling, float32 proposals, 4 chains, batch {batch}"
-    updates = 4 * rate(step, device, min_s=1.5 if scale == "gpu" else 0.2)
-    emit("flow_proposals.chain.float32", what, updates, "configs/s",
-         "IndependenceMetropolis.step loop (no file writes)")
+    configs = 4 * batch  # four refills
+    for mode in ("off", "flow"):
+        r = run(32, 4, configs, device, "float32", theory=theory, flow_config=PHI4_FLOW, compile_mode=mode,
+                batch=batch)
+        what = f"φ⁴ L=32 flow sampling, float32 proposals, compile {mode}, 4 chains, proposal_batch {batch}"
+        emit(f"flow_proposals.chain.float32.{mode}", what, r["configs_per_s"], "configs/s",
+             f"mcmc.driver.run_chain with HDF5 writes and checkpoints (runs/bench/chain_overhead.py); "
+             f"outside the refills {r['overhead_per_s']:.3g} configs/s")
 
 
 def row_flow_ess(device, scale):

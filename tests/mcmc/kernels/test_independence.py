@@ -201,6 +201,30 @@ def test_accept_scan_matches_a_hand_trace():
     assert source[:, 0].tolist() == [-1, -1, 2, 3]
 
 
+def _reference_scan(logw, logu, logw0):
+    """The row-by-row definition, as ``step`` does it, on torch tensors."""
+    cur, src, out = logw0.clone(), torch.full(logw0.shape, -1), []
+    for k in range(logw.shape[0]):
+        ratio = logw[k] - cur
+        acc = logu[k] < ratio
+        cur, src = torch.where(acc, logw[k], cur), torch.where(acc, k, src)
+        out.append((acc, src.clone(), ratio))
+    return tuple(torch.stack(c) for c in zip(*out, strict=True))
+
+
+def test_accept_scan_equals_the_row_by_row_definition_bit_for_bit_nan_included():
+    g = torch.Generator().manual_seed(3)
+    logw = torch.randn(200, 7, generator=g, dtype=torch.float64) * 2
+    logw[torch.rand(200, 7, generator=g) < 0.05] = float("nan")
+    logu = torch.log(torch.rand(200, 7, generator=g, dtype=torch.float64))
+    logw0 = torch.randn(7, generator=g, dtype=torch.float64)
+    got, want = accept_scan(logw, logu, logw0), _reference_scan(logw, logu, logw0)
+    assert got[0].dtype == torch.bool and got[1].dtype == torch.int64
+    for a, b in zip(got, want, strict=True):
+        assert torch.equal(a, b) or torch.equal(torch.nan_to_num(a, nan=7.0), torch.nan_to_num(b, nan=7.0))
+    assert 0 < int(got[0].sum()) < logw.numel()
+
+
 def test_proposal_observables_and_weights_are_those_of_the_proposal():
     kernel = _kernel(batch=8)
     gen = torch.Generator().manual_seed(1)
