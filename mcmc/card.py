@@ -78,8 +78,9 @@ class Card(Section):
         (``hmc``, ``flow`` or ``local``), seed and dtype. A trained flow is checked by its own hash."""
         keys = ("theory", "sampler", self.sampler.kind, "seed", "dtype")
         values = {k: self.model_dump(mode="json")[k] for k in keys}
-        if self.sampler.kind == "local":
-            values["local"] = self.local.hashed()
+        section = getattr(self, self.sampler.kind)
+        if isinstance(section, Section):  # keys added later, at their old value, leave the hash as it was
+            values[self.sampler.kind] = section.hashed()
         blob = json.dumps(values, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

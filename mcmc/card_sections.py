@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
@@ -23,10 +23,26 @@ class CardError(ValueError):
 
 
 class Section(BaseModel):
-    """The base of every card section: unknown keys are refused, the model is frozen."""
+    """The base of every card section: unknown keys are refused, the model is frozen.
+
+    ``ADDED_KEYS``: keys added to the section after ensembles were made without them, each with the
+    value that makes the chain those ensembles ran. A key at that value (``absent_as``) is left out of
+    the physics hash (``hashed``), and a stored card without it matches (``--resume``), so old ensembles
+    keep their hash and resume.
+    """
 
     # every float of every section must be finite: NaN or ±Inf is refused at the edge
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    ADDED_KEYS: ClassVar[dict[str, Any]] = {}
+
+    def absent_as(self) -> dict[str, Any]:
+        """The value each later-added key had, in effect, in a card written before it existed."""
+        return dict(self.ADDED_KEYS)
+
+    def hashed(self) -> dict[str, Any]:
+        """The keys that define the chain: all but the added keys at their ``absent_as`` value."""
+        old = self.absent_as()
+        return {k: v for k, v in self.model_dump(mode="json").items() if k not in old or v != old[k]}
 
 
 def _check_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -82,6 +98,7 @@ class HMCCard(Section):
     n_steps: int = Field(default=10, ge=1)
     integrator: Literal["leapfrog", "omelyan"] = "omelyan"
     compile: bool = False  # fused trajectory (torch.compile; CUDA graphs on GPUs): mcmc.kernels.compiled
+    ADDED_KEYS: ClassVar[dict[str, Any]] = {"compile": False}
 
 
 class AccelCard(Section):
@@ -110,13 +127,10 @@ class LocalCard(Section):
     cluster: Literal["wolff"] | None = None
     n_clusters: int = Field(default=1, ge=1)
 
-    def hashed(self) -> dict[str, Any]:
-        """The keys that define the chain; the cluster keys only when a cluster update is on, so that
-        the physics hash of a plain Metropolis card is what it was before they existed."""
-        values = self.model_dump(mode="json")
-        if self.cluster is None:
-            del values["cluster"], values["n_clusters"]
-        return values
+    def absent_as(self) -> dict[str, Any]:
+        """The cluster keys, absent from cards older than them, meant no cluster update (whatever
+        ``n_clusters`` says then); with a cluster update on, both count."""
+        return {"cluster": None, "n_clusters": self.n_clusters} if self.cluster is None else {}
 
 
 def _optional_section(name: str, doc: str, *configs: type) -> type[BaseModel]:

@@ -82,12 +82,22 @@ def state_to_dict(state: ChainState) -> dict[str, Any]:
     return {f.name: getattr(state, f.name) for f in fields(state)}
 
 
-def state_from_dict(template: ChainState, values: Mapping[str, Any]) -> ChainState:
-    """Rebuild a state of the same type as ``template`` from ``state_to_dict`` output; the two must
-    have the same fields (a checkpoint of another kernel's state is refused)."""
+def state_from_dict(
+    template: ChainState,
+    values: Mapping[str, Any],
+    rebuild: Callable[[torch.Tensor], ChainState] | None = None,
+) -> ChainState:
+    """Rebuild a state of the same type as ``template`` from ``state_to_dict`` output. A field the
+    values lack (a checkpoint of an older version, e.g. HMC's cached force ``grad``) is recomputed by
+    ``rebuild(values["x"])`` (the kernel's ``init``: fields derived from x); a field the template lacks,
+    or a missing one without ``rebuild``, is refused (a checkpoint of another kernel's state)."""
     expected = {f.name for f in fields(template)}
-    if set(values) != expected:
+    missing = expected - set(values)
+    if set(values) - expected or "x" not in values or (missing and rebuild is None):
         raise ValueError(f"checkpoint state has fields {sorted(values)}, the kernel's {sorted(expected)}")
+    if missing:
+        fresh = rebuild(values["x"])
+        values = {**{name: getattr(fresh, name) for name in missing}, **values}
     return replace(template, **values)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,10 +116,12 @@ def _open_writer(
     payload: dict[str, Any] | None,
     state: Any,
     generator: torch.Generator,
+    rebuild: Callable[[torch.Tensor], Any] | None = None,
 ) -> tuple[EnsembleWriter, Any, Position]:
     """A new replica file, or (``payload``: the checked checkpoint) the old one truncated to the
     checkpoint, with the chain state and generator restored; returns the writer, the state and the
-    position."""
+    position. ``rebuild``: the kernel's ``init``, for state fields a checkpoint of an older version
+    lacks (``mcmc.driver.state_from_dict``)."""
     if payload is None:
         path.unlink(missing_ok=True)
         checkpoint_path(path).unlink(missing_ok=True)
@@ -133,16 +136,16 @@ def _open_writer(
             proposal_obs_names=tuple(getattr(state, "buffer_obs", None) or ()),
         )
         return writer, state, Position()
+    device = state.x.device
+    saved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in payload["state"].items()}
+    try:  # before the file is touched: a refused resume changes nothing
+        state = state_from_dict(state, saved, rebuild=rebuild)
+    except ValueError as exc:
+        raise JobError(f"{checkpoint_path(path)}: resume refused, {exc}") from None
     writer = EnsembleWriter.reopen(
         path, payload["n_stored"],
         {"n_configs_target": plan.sampling.n_configs, "card": plan.provenance.card_yaml},
     )
-    device = state.x.device
-    saved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in payload["state"].items()}
-    try:
-        state = state_from_dict(state, saved)
-    except ValueError as exc:
-        raise JobError(f"{checkpoint_path(path)}: resume refused, {exc}") from None
     generator.set_state(payload["generator"])
     start = Position(payload["update"], payload["n_stored"])
     log.info("resuming %s at update %d with %d stored configurations", path, start.update, start.n_stored)
@@ -206,7 +209,8 @@ def _sample(
     sampling = plan.sampling
     generator = torch_generator(seed_sequence(plan.seed, world.rank, world.size), ctx.device)
     state = initial_state(built.kernel, plan.theory, sampling.n_chains, generator, ctx.dtype, ctx.device)
-    writer, state, start = _open_writer(plan, world, path, payload, state, generator)
+    writer, state, start = _open_writer(plan, world, path, payload, state, generator,
+                                        rebuild=getattr(built.kernel, "init", None))
     base = {k: float((payload or {}).get("timing", {}).get(k, 0.0)) for k in PHASES}
     config_bytes = state.x[0].numel() * state.x.element_size() * sampling.n_chains
     schedule = Schedule(

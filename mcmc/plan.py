@@ -93,7 +93,9 @@ class Sampling:
 class Provenance:
     """What a replica file records of the card, and what ``--resume`` compares: the resolved card as
     YAML and as a plain dict ``tree``, the theory as JSON, the physics hash, the card sections a resumed
-    ensemble must keep (``fixed_sections``) and the ``sample`` keys its chains must share (``chain_keys``)."""
+    ensemble must keep (``fixed_sections``), the ``sample`` keys its chains must share (``chain_keys``),
+    and ``absent_as``: dotted keys added to the card later, with the value a stored card that lacks them
+    is taken to hold (``mcmc.card_sections.Section.ADDED_KEYS``)."""
 
     card_yaml: str
     theory_json: str
@@ -101,6 +103,7 @@ class Provenance:
     tree: Mapping[str, Any]
     fixed_sections: tuple[str, ...]
     chain_keys: tuple[str, ...]
+    absent_as: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

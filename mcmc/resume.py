@@ -60,11 +60,15 @@ def same_value(a: Any, b: Any) -> bool:
 
 
 def changed_key(stored: dict[str, Any], card: Provenance) -> tuple[str, Any, Any] | None:
-    """The first key (dotted) whose value differs between the stored card and ``card``'s, with both values."""
+    """The first key (dotted) whose value differs between the stored card and ``card``'s, with both values;
+    a key the stored card lacks counts as its ``card.absent_as`` value (keys added to the card later)."""
     now = card.tree
     for section in card.fixed_sections:
         was_flat, now_flat = _flat(stored.get(section), section), _flat(now.get(section), section)
         for key in sorted(set(was_flat) | set(now_flat)):
+            added = key not in was_flat and key in card.absent_as
+            if added and same_value(now_flat[key], card.absent_as[key]):
+                continue  # a key added to the card later, at the value the stored card ran with
             if not same_value(was_flat.get(key), now_flat.get(key)):
                 return key, was_flat.get(key), now_flat.get(key)
     sample_was = stored.get("sample") or {}

@@ -128,6 +128,8 @@ def provenance(card: Card) -> Provenance:
     """What the replica files record of ``card`` and what ``--resume`` compares with it."""
     kind = card.sampler.kind
     flow = kind == "flow"
+    section = getattr(card, kind)
+    absent = section.absent_as() if hasattr(section, "absent_as") else {}
     return Provenance(
         card_yaml=card.to_yaml(),
         theory_json=json.dumps(card.theory.model_dump(mode="json")),
@@ -135,6 +137,7 @@ def provenance(card: Card) -> Provenance:
         tree=card.model_dump(mode="json"),
         fixed_sections=("theory", "sampler", kind, "seed", "dtype", *(("train",) if flow else ())),
         chain_keys=("n_therm", "n_chains", "every", *(("proposal_batch",) if flow else ())),
+        absent_as={f"{kind}.{k}": v for k, v in absent.items()},
     )
 
 

@@ -68,3 +68,23 @@ def test_a_binary_file_is_not_a_card(tmp_path, data):
     path.write_bytes(data)
     with pytest.raises(CardError, match="not a text file"):
         load_card(path)
+
+
+def test_a_key_added_later_at_its_old_value_leaves_the_physics_hash_as_it_was():
+    """``hmc.compile`` came after HMC ensembles existed: off, the hash is the one computed without the
+    key (so those ensembles resume); on, the hash changes. The cluster keys of ``local`` likewise."""
+    import hashlib
+    import json
+
+    card = parse_card({**PHI4, "sampler": {"kind": "hmc"}})
+    dump = card.model_dump(mode="json")
+    old = {k: dump[k] for k in ("theory", "sampler", "hmc", "seed", "dtype")}
+    del old["hmc"]["compile"]
+    before = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
+    assert card.physics_hash() == before
+    compiled = parse_card({**PHI4, "sampler": {"kind": "hmc"}, "hmc": {"compile": True}})
+    assert compiled.physics_hash() != before
+    plain = parse_card({**PHI4, "sampler": {"kind": "local"}})
+    four = parse_card({**PHI4, "sampler": {"kind": "local"}, "local": {"n_clusters": 4}})
+    wolff = parse_card({**PHI4, "sampler": {"kind": "local"}, "local": {"cluster": "wolff"}})
+    assert plain.physics_hash() == four.physics_hash() != wolff.physics_hash()

@@ -223,3 +223,42 @@ def test_costs_and_log_survive_sigkill(tmp_path, reference, killable):
         assert f.attrs["sample_s"] > killed["sample_s"]
         assert f.attrs["sample_cpu_s"] > killed["sample_cpu_s"]
     killable.assert_same(reference, h5(tmp_path))
+
+
+def test_an_ensemble_from_before_a_new_card_key_and_state_field_resumes_bit_identically(
+    tmp_path, killable
+):
+    """An HMC ensemble written before ``hmc.compile`` and the cached force ``grad`` existed: its stored
+    card lacks the key, its checkpoint the field. It resumes (the key at its old value, the force
+    recomputed from x) and continues exactly as an uninterrupted run."""
+    import yaml
+
+    small = {**killable.card["sample"], "n_configs": 60}
+    assert main(["sample", str(killable.write(tmp_path, sample=small)), "--quiet"]) == 0
+    with h5py.File(h5(tmp_path), "r+") as f:
+        card = yaml.safe_load(f.attrs["card"])
+        assert card["hmc"].pop("compile") is False
+        f.attrs["card"] = yaml.safe_dump(card)
+    ckpt = h5(tmp_path).with_suffix(".ckpt")
+    payload = torch.load(ckpt, weights_only=False)
+    del payload["state"]["grad"]
+    torch.save(payload, ckpt)
+    grown = killable.write(tmp_path, sample={**small, "n_configs": 100})
+    assert main(["sample", str(grown), "--quiet", "--resume"]) == 0
+    direct = killable.write(tmp_path / "direct", sample={**small, "n_configs": 100})
+    assert main(["sample", str(direct), "--quiet"]) == 0
+    killable.assert_same(h5(tmp_path / "direct"), h5(tmp_path))
+
+
+def test_a_state_field_missing_without_a_rebuild_is_refused():
+    from mcmc.driver import state_from_dict
+    from mcmc.kernels.protocol import ChainState
+
+    template = ChainState(x=torch.zeros(2, 3), logp=torch.zeros(2))
+    with pytest.raises(ValueError, match="checkpoint state has fields"):
+        state_from_dict(template, {"x": torch.ones(2, 3)})
+    rebuilt = state_from_dict(template, {"x": torch.ones(2, 3)},
+                              rebuild=lambda x: ChainState(x=x, logp=-x.sum(1)))
+    assert torch.equal(rebuilt.logp, torch.full((2,), -3.0))
+    with pytest.raises(ValueError):
+        state_from_dict(template, {"x": torch.ones(2, 3), "logp": torch.zeros(2), "extra": 1})
