@@ -147,9 +147,32 @@ class FourierScaling(nn.Module):
         """``x (B, *L) -> (C x, log|det C| (B,))``."""
         return self._scale(x, 1.0)
 
+    def resize_parameter(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """``log_scale`` learned on another lattice ``(*L')`` carried to this one ``(*L)``: r as a function
+        of the momentum p = 2πk/L, interpolated linearly on the periodic grid of L' at each of this
+        lattice's momenta (axis by axis). A curriculum stage at a larger L then starts from the
+        two-point function the smaller one learned instead of from the identity."""
+        if name != "log_scale" or value.dim() != len(self.shape):
+            raise ValueError(f"cannot resize {name} of shape {tuple(value.shape)} to {self.shape}")
+        out = value.detach().to(torch.float64)
+        for axis, n_new in enumerate(self.shape):
+            out = _periodic_interp(out, axis, n_new)
+        return out.to(self.log_scale.dtype)
+
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``y (B, *L) -> (C⁻¹ y, −log|det C| (B,))``."""
         return self._scale(y, -1.0)
+
+
+def _periodic_interp(values: torch.Tensor, axis: int, n_new: int) -> torch.Tensor:
+    """Linear interpolation of a periodic function sampled at k = 0..n−1 (momentum 2πk/n) along
+    ``axis`` to the momenta 2πj/n_new, j = 0..n_new−1."""
+    n = values.shape[axis]
+    pos = torch.arange(n_new, dtype=torch.float64) * (n / n_new)
+    lo = torch.floor(pos).long()
+    frac = (pos - lo).reshape([-1 if d == axis else 1 for d in range(values.dim())])
+    a, b = values.index_select(axis, lo % n), values.index_select(axis, (lo + 1) % n)
+    return a + frac * (b - a)
 
 
 def coupling_stack(shape: Sequence[int], n_layers: int, **options: Any) -> nn.ModuleList:

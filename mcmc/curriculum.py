@@ -5,7 +5,8 @@ Each stage is a mapping of theory keys (e.g. shape, lam, m2, beta: any key of th
 for that stage. The stages run in order, then the card's own training; each starts from the weights the
 previous one ended with (the best validated, under ``eval_every``). The conditioners are
 translation-equivariant convolutions, so weights learned at L = 8 start L = 16; a weight whose shape
-depends on the lattice (the φ⁴ Fourier layer) starts fresh. Stage i's checkpoint is
+depends on the lattice is carried by its module's ``resize_parameter`` (the φ⁴ Fourier layer's ρ_k,
+interpolated in momentum), or else starts fresh. Stage i's checkpoint is
 ``<out>/<ensemble>.stage<i>.flow.pt``; the training cost of a run is the sum over its stages and its own
 training. The stage cards are made, and checked when the card is read, by ``mcmc.card.stage_cards``;
 ``mcmc.setup`` turns each into a stage of the flow spec (``mcmc.training.Stage``).
@@ -28,12 +29,19 @@ log = logging.getLogger("latflow")
 
 
 def carry_weights(source: torch.nn.Module, target: torch.nn.Module) -> list[str]:
-    """Copy every tensor of ``source``'s state into ``target`` where the name and shape agree; returns
-    the names left at ``target``'s own values (e.g. lattice-size dependent layers)."""
+    """Copy every tensor of ``source``'s state into ``target`` where the name and shape agree, and where
+    only the shape differs through the owning module's ``resize_parameter(name, tensor)`` when it has
+    one (a lattice-size dependent layer such as ``FourierScaling``); returns the names left at
+    ``target``'s own values."""
     mine, kept = target.state_dict(), []
+    modules = dict(target.named_modules())
     for name, tensor in source.state_dict().items():
+        owner, _, leaf = name.rpartition(".")
+        resize = getattr(modules.get(owner), "resize_parameter", None)
         if name in mine and mine[name].shape == tensor.shape:
             mine[name] = tensor.to(mine[name].device, mine[name].dtype)
+        elif name in mine and resize is not None:
+            mine[name] = resize(leaf, tensor).to(mine[name].device, mine[name].dtype)
         else:
             kept.append(name)
     kept += [name for name in mine if name not in source.state_dict()]

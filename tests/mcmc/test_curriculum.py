@@ -46,3 +46,32 @@ def test_unknown_stage_key_is_refused(tmp_path):
         stage_cards(_card(tmp_path, [{"colour": 3}]))
     with pytest.raises(CardError, match=r"train.stages\[0\]"):
         stage_cards(_card(tmp_path, [{"lam": -1.0}]))
+
+
+def test_the_fourier_layer_is_carried_to_a_larger_lattice_by_momentum():
+    """A stage's ``FourierScaling`` (one ρ per momentum) reaches the next lattice size interpolated in
+    p = 2πk/L: at the momenta both lattices share it is copied exactly, ρ_k = ρ_{−k} stays symmetric,
+    the convolutions carry over as before, and nothing is left at its fresh value."""
+    from flows.model import build_flow
+    from lattice.scalar import Phi4
+    from mcmc.curriculum import carry_weights
+
+    config = {**FLOW, "fourier": True}
+    small = build_flow(Phi4((4, 6), m2=-4.0, lam=8.0), config, generator=torch.Generator().manual_seed(1))
+    big = build_flow(Phi4((8, 12), m2=-4.0, lam=8.0), config, generator=torch.Generator().manual_seed(2))
+    fourier = next(m for m in small.modules() if hasattr(m, "resize_parameter"))
+    k0, k1 = torch.meshgrid(torch.arange(4), torch.arange(6), indexing="ij")
+    rho = torch.cos(2 * torch.pi * k0 / 4) + 0.5 * torch.cos(2 * torch.pi * k1 / 6)  # even in k
+    with torch.no_grad():
+        fourier.log_scale.copy_(rho)
+    assert carry_weights(small, big) == []
+    carried = next(m for m in big.modules() if hasattr(m, "resize_parameter")).log_scale.detach()
+    assert carried.shape == (8, 12)
+    torch.testing.assert_close(carried[::2, ::2], rho)
+    flipped = torch.roll(torch.flip(carried, (0, 1)), shifts=(1, 1), dims=(0, 1))
+    torch.testing.assert_close(carried, flipped)
+    for name, tensor in small.state_dict().items():
+        if "log_scale" not in name:
+            assert torch.equal(tensor, big.state_dict()[name]), name
+    with pytest.raises(ValueError, match="cannot resize"):
+        fourier.resize_parameter("log_scale", torch.zeros(3))
