@@ -20,15 +20,23 @@ def label(row):
         return f"hmc τ={card['hmc']['tau']:g}"
     if row["sampler"] == "local":
         return "cluster (Wolff)" if (card.get("local") or {}).get("cluster") else "local Metropolis"
+    if row.get("estimator"):  # compare's extra row: the flow's best estimator (all proposals, reweighted)
+        return "flow, all proposals reweighted"
     return row["sampler"]
 
 
 def tau(row, obs):
-    return f"{row['tau_int'][obs]:.3g}({row['tau_int_err'][obs]:.2g})"
+    """τ_int with its error; for the reweighted estimator the effective τ_int (no error): the chain's
+    variance of the mean over the estimator's, in configurations."""
+    err = row["tau_int_err"][obs]
+    return f"{row['tau_int'][obs]:.3g} (eff.)" if err is None else f"{row['tau_int'][obs]:.3g}({err:.2g})"
 
 
 def line(L, row):
-    res = card_results(row["card"])["absmag"]
+    if row.get("estimator"):
+        res = None
+    else:
+        res = card_results(row["card"])["absmag"]
     cost = row["cost_per_indep_s"]["absmag"]
     be = row["break_even_configs"]["absmag"]
     be = "–" if be is None else f"{be:.2g}"
@@ -36,7 +44,7 @@ def line(L, row):
     return (f"| {L} | {label(row)} | {row['acceptance']:.3f} | {ess} | {tau(row, 'absmag')} "
             f"| {tau(row, 'mag2')} | {1e3 * row['seconds_per_config']:.3g} | {1e3 * cost:.3g} "
             f"| {row['cost_ratio']['absmag']:.3g} | {row['train_s']:.0f} | {be} "
-            f"| {res.mean:.5f}({1e5 * res.err:.0f}) |")
+            f"| {'as above' if res is None else f'{res.mean:.5f}({1e5 * res.err:.0f})'} |")
 
 
 def main():
