@@ -36,7 +36,9 @@ def fmt(x, digits=3):
 
 def tau_text(row, obs):
     tau, err = row["tau_int"].get(obs), row["tau_int_err"].get(obs)
-    return "–" if tau is None else f"{tau:.3g}({err:.2g})"
+    if tau is None:
+        return "–"
+    return f"{tau:.3g} (eff.)" if err is None else f"{tau:.3g}({err:.2g})"  # eff.: a reweighted estimate
 
 
 def main():
