@@ -76,11 +76,10 @@ class Card(Section):
     def physics_hash(self) -> str:
         """Hash of what defines the Markov chain: theory, sampler, the settings section of that sampler
         (``hmc``, ``flow`` or ``local``), seed and dtype. A trained flow is checked by its own hash."""
-        keys = ("theory", "sampler", self.sampler.kind, "seed", "dtype")
-        values = {k: self.model_dump(mode="json")[k] for k in keys}
-        section = getattr(self, self.sampler.kind)
-        if isinstance(section, Section):  # keys added later, at their old value, leave the hash as it was
-            values[self.sampler.kind] = section.hashed()
+        dump = self.model_dump(mode="json")
+        values = {k: dump[k] for k in ("theory", "sampler", "seed", "dtype")}
+        # the sampler's section without the keys added later at their old value (Section.hashed)
+        values[self.sampler.kind] = getattr(self, self.sampler.kind).hashed()
         blob = json.dumps(values, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

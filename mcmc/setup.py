@@ -128,8 +128,7 @@ def provenance(card: Card) -> Provenance:
     """What the replica files record of ``card`` and what ``--resume`` compares with it."""
     kind = card.sampler.kind
     flow = kind == "flow"
-    section = getattr(card, kind)
-    absent = section.absent_as() if hasattr(section, "absent_as") else {}
+    absent = getattr(card, kind).absent_as()  # keys added to the sampler's section later (Section)
     return Provenance(
         card_yaml=card.to_yaml(),
         theory_json=json.dumps(card.theory.model_dump(mode="json")),

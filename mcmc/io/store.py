@@ -84,19 +84,14 @@ def _crc_rows(data: np.ndarray, table: np.ndarray, out: np.ndarray) -> None:  # 
         out[i] = c ^ np.uint32(0xFFFFFFFF)
 
 
-def _crc32_of_rows(flat: np.ndarray) -> np.ndarray:
-    """``zlib.crc32`` of every row of a C-contiguous ``(n, m)`` array's bytes, in one compiled loop."""
-    n = flat.shape[0]
-    data = np.ascontiguousarray(flat).view(np.uint8).reshape(n, flat.nbytes // n if n else 0)
-    out = np.empty(flat.shape[0], dtype=np.uint32)
-    _crc_rows(data, _CRC_TABLE, out)
-    return out
-
-
 def rows_crc32(values: np.ndarray) -> np.ndarray:
-    """CRC-32 (zlib's) of each row's bytes (C order, stored dtype): ``(n, ...) -> (n,)`` uint32."""
+    """CRC-32 (zlib's) of each row's bytes (C order, stored dtype): ``(n, ...) -> (n,)`` uint32, in one
+    compiled loop."""
     values = np.ascontiguousarray(values)
-    return _crc32_of_rows(values.reshape(len(values), int(np.prod(values.shape[1:]))))
+    row_bytes = values.itemsize * int(np.prod(values.shape[1:]))
+    out = np.empty(len(values), dtype=np.uint32)
+    _crc_rows(values.view(np.uint8).reshape(len(values), row_bytes), _CRC_TABLE, out)
+    return out
 
 
 def provenance_sha256(card: str, theory: str) -> str:
@@ -131,9 +126,8 @@ def checkpoint_path(h5_path: str | Path) -> Path:
 def config_crc32(configs: np.ndarray) -> np.ndarray:
     """CRC-32 (zlib's) of each configuration's bytes (C order, stored dtype); ``(n, B, ...) -> (n, B)``
     uint32."""
-    configs = np.ascontiguousarray(configs)
     n, b = configs.shape[:2]
-    return _crc32_of_rows(configs.reshape(n * b, int(np.prod(configs.shape[2:])))).reshape(n, b)
+    return rows_crc32(np.reshape(configs, (n * b, *configs.shape[2:]))).reshape(n, b)
 
 
 @dataclass(frozen=True)

@@ -15,19 +15,18 @@ import torch
 
 from flows.checkpoint import load_checkpoint
 from flows.model import build_flow
+from flows.validation import ess_fraction, validation_logw
 from lattice.scalar import Phi4
 from mcmc.curriculum import carry_weights
 
 
 def weights_stats(flow: torch.nn.Module, theory: Phi4, n: int) -> str:
-    """ESS, mean and variance of log w = −S − log q over ``n`` proposals from a fixed generator."""
-    g = torch.Generator().manual_seed(8191)
+    """ESS, mean and variance of log w = −S − log q over ``n`` proposals of the float64 map, the same
+    prior draws every call (``flows.validation``)."""
     with torch.no_grad():
-        x, logq = flow.as_float64(conditioner_dtype=torch.float32).sample(n, g)
-        logw = -theory.action(x).double() - logq.double()
-    w = torch.exp(logw - logw.max())
-    ess = float(w.sum() ** 2 / (w * w).sum() / n)
-    return f"ESS {ess:.4f}  mean log w {float(logw.mean()):.1f}  var log w {float(logw.var()):.3g}"
+        logw = validation_logw(flow.as_float64(conditioner_dtype=torch.float32), theory, n, seed=8191)
+    return (f"ESS {ess_fraction(logw):.4f}  mean log w {float(logw.mean()):.1f}  "
+            f"var log w {float(logw.var()):.3g}")
 
 
 def main() -> None:
