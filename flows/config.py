@@ -22,16 +22,21 @@ class MappingConfig:
 
     ``_section``: the card section named in the error ("flow", "train"); ``_accepts``: the words before
     the list of accepted keys; ``_ignored``: keys accepted and dropped (settings of another flow family
-    that a card may carry).
+    that a card may carry); ``_added``: keys added after checkpoints were written without them, with the
+    value that those checkpoints' flows have, left out of ``to_dict`` at that value so that the old
+    checkpoints still match.
     """
 
     _section: ClassVar[str] = "flow"
     _accepts: ClassVar[str] = "accepted keys are"
     _ignored: ClassVar[tuple[str, ...]] = ()
+    _added: ClassVar[dict[str, Any]] = {}
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-container form (lists, numbers, strings), as stored in checkpoints."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """Plain-container form (lists, numbers, strings), as stored in checkpoints; an ``_added`` key at
+        its old value is left out."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
+                if k not in self._added or v != self._added[k]}
 
     @classmethod
     def from_mapping(cls: type[C], config: Mapping[str, Any] | None) -> C:

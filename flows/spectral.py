@@ -141,18 +141,60 @@ def log_haar_density(theta: torch.Tensor) -> torch.Tensor:
     return _LogChord.apply(diff).sum(-1)
 
 
+def stick_basis(b: torch.Tensor, k_basis: int) -> torch.Tensor:
+    """The features φ_j(b) = cos(jπb), j = 0 … K−1, of stick fractions ``b (...)``: ``(..., K)``."""
+    j = torch.arange(k_basis, dtype=b.dtype, device=b.device)
+    return torch.cos(math.pi * j * b.unsqueeze(-1))
+
+
+def conditional_params(params: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The spline parameters ``(..., N−1, P)`` of each stick of an autoregressive stick map:
+    stick k > 0 uses Σ_j φ_j(b_{k−1}) params[..., k, j, :] (``stick_basis`` of the stick before it),
+    stick 0 uses params[..., 0, 0, :]. ``params (..., N−1, K, P)``, ``b (..., N−1)`` the input sticks."""
+    k_basis = params.shape[-2]
+    first = params[..., :1, 0, :]
+    if b.shape[-1] == 1:
+        return first
+    phi = stick_basis(b[..., :-1], k_basis)                          # (..., N−2, K)
+    rest = (phi.unsqueeze(-1) * params[..., 1:, :, :]).sum(-2)
+    return torch.cat([first, rest], dim=-2)
+
+
+def _move_sticks(b: torch.Tensor, params: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sticks ``b (..., N−1)`` moved by per-stick splines of [0, 1]: ``params (..., N−1, P)`` (each stick
+    on its own) or ``(..., N−1, K, P)`` (autoregressive, ``conditional_params``; the inverse recovers the
+    sticks in order). Returns the new sticks and log|db'/db| per stick ``(..., N−1)``."""
+    if params.dim() == b.dim() + 1:
+        spline = spline_inverse if inverse else spline_forward
+        y, log_slope = spline(2.0 * b - 1.0, params, bound=1.0)
+        return (0.5 * (y + 1.0)).clamp(0.0, 1.0), log_slope
+    if not inverse:
+        return _move_sticks(b, conditional_params(params, b), inverse=False)
+    found: list[torch.Tensor] = []
+    slopes: list[torch.Tensor] = []
+    for k in range(b.shape[-1]):
+        previous = torch.ones_like(b[..., :1]) if k == 0 else found[-1]
+        phi = stick_basis(previous, params.shape[-2] if k else 1)           # (..., 1, K) or (..., 1, 1)
+        stick_params = (phi.unsqueeze(-1) * params[..., k:k + 1, :phi.shape[-1], :]).sum(-2)
+        x, log_slope = spline_inverse(2.0 * b[..., k:k + 1] - 1.0, stick_params, bound=1.0)
+        found.append((0.5 * (x + 1.0)).clamp(0.0, 1.0))
+        slopes.append(log_slope)
+    return torch.cat(found, dim=-1), torch.cat(slopes, dim=-1)
+
+
 def spectral_map(theta: torch.Tensor, params: torch.Tensor, inverse: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move alcove angles ``theta (..., N)`` by splines on the stick fractions, ``params (..., N−1, P)``.
+    """Move alcove angles ``theta (..., N)`` by splines on the stick fractions: ``params (..., N−1, P)``
+    moves each stick on its own, ``params (..., N−1, K, P)`` moves stick k by a spline whose parameters
+    depend on the stick before it (``conditional_params``), which the one-plaquette densities of SU(N ≥ 3)
+    need (``flows.sun.starts``); the Jacobian stays triangular, so the log-det formula is unchanged.
 
     Returns the new angles ``(..., N)`` and log|det| of the induced map of SU(N) with respect to Haar
     measure ``(...)`` (module docstring); ``inverse`` applies the inverse map and its log|det|.
     """
     n = theta.shape[-1]
     b = alcove_to_sticks(theta)
-    spline = spline_inverse if inverse else spline_forward
-    y, log_slope = spline(2.0 * b - 1.0, params, bound=1.0)
-    b_new = (0.5 * (y + 1.0)).clamp(0.0, 1.0)
+    b_new, log_slope = _move_sticks(b, params, inverse)
     theta_new = sticks_to_alcove(b_new)
     mult = torch.arange(n - 2, -1, -1, dtype=theta.dtype, device=theta.device)   # N−2−k
     top = 1.0 - max(_EPS, torch.finfo(b.dtype).eps)                     # 1 − 1e-12 rounds to 1 in float32

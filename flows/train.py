@@ -287,11 +287,23 @@ def _resume(saved: dict[str, Any], flow: Flow, optimizer: torch.optim.Optimizer,
                 BestFlow.from_payload(saved.get("best")))
 
 
-def _show(bar: Any, run: _Run, metrics: dict[str, float]) -> None:
-    bar.update(1)
+def _progress_bar(config: TrainConfig, step: int, seconds: float, enabled: bool) -> Any:
+    """The training bar: steps out of ``steps``, or, under a ``max_seconds`` budget, the percentage of
+    the run done (:func:`schedule_progress`), so that its ETA is the budget's and not 100000 steps'."""
+    if config.max_seconds is None:
+        return tqdm(total=config.steps, initial=step, disable=not enabled, desc="train flow",
+                    dynamic_ncols=True)
+    return tqdm(total=100.0, initial=100.0 * schedule_progress(config, step, seconds), disable=not enabled,
+                desc="train flow", unit="%", dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n:.1f}/100% [{elapsed}<{remaining}{postfix}]")
+
+
+def _show(bar: Any, run: _Run, metrics: dict[str, float], config: TrainConfig, seconds: float) -> None:
+    done = run.step if config.max_seconds is None else 100.0 * schedule_progress(config, run.step, seconds)
+    bar.update(done - bar.n)
     if not bar.disable and run.step % 10 == 0:
         best = f"{run.best.ess:.3f}@{run.best.step}" if run.best.state is not None else "-"
-        bar.set_postfix(loss=f"{metrics['loss']:.3f}", ess=f"{metrics['ess']:.3f}",
+        bar.set_postfix(step=run.step, loss=f"{metrics['loss']:.3f}", ess=f"{metrics['ess']:.3f}",
                         acc=f"{metrics['acceptance']:.3f}", val=best, skipped=run.n_skipped)
 
 
@@ -324,8 +336,7 @@ class _Session:
     def loop(self, path: Path | None, progress: bool, stop: Callable[[], bool]) -> str:
         """Steps until the step count, the time budget or a stop request ends them; returns which."""
         run, config = self.run, self.config
-        bar = tqdm(total=config.steps, initial=run.step, disable=not progress, desc="train flow",
-                   dynamic_ncols=True)
+        bar = _progress_bar(config, run.step, config.spent(self.elapsed(), self.cpu_seconds()), progress)
         stopped_by = "steps"
         while run.step < config.steps:
             now = config.spent(self.elapsed(), self.cpu_seconds())
@@ -342,7 +353,7 @@ class _Session:
                 run.history[k].append(metrics[k])
             if config.eval_every and run.step % config.eval_every == 0:
                 self.validate()
-            _show(bar, run, metrics)
+            _show(bar, run, metrics, config, config.spent(metrics["seconds"], metrics["cpu_seconds"]))
             if config.checkpoint_every and run.step % config.checkpoint_every == 0:
                 self.collective.save(path, self.payload, self.generator)
         bar.close()

@@ -73,15 +73,25 @@ class Card(Section):
         """The fully resolved card, as YAML."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
-    def physics_hash(self) -> str:
+    def physics_hash(self, *, with_added_keys: bool = False) -> str:
         """Hash of what defines the Markov chain: theory, sampler, the settings section of that sampler
-        (``hmc``, ``flow`` or ``local``), seed and dtype. A trained flow is checked by its own hash."""
+        (``hmc``, ``flow`` or ``local``), seed and dtype. A trained flow is checked by its own hash.
+        The sampler's section enters without the keys added later at their old value (``Section.hashed``);
+        ``with_added_keys`` gives the hash with them, which ensembles written while those keys were
+        hashed carry (``legacy_hashes``)."""
         dump = self.model_dump(mode="json")
         values = {k: dump[k] for k in ("theory", "sampler", "seed", "dtype")}
-        # the sampler's section without the keys added later at their old value (Section.hashed)
-        values[self.sampler.kind] = getattr(self, self.sampler.kind).hashed()
+        section = getattr(self, self.sampler.kind)
+        values[self.sampler.kind] = dump[self.sampler.kind] if with_added_keys else section.hashed()
         blob = json.dumps(values, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def legacy_hashes(self) -> tuple[str, ...]:
+        """Earlier physics hashes of this same chain that a stored checkpoint may carry: the one with the
+        sampler section's added keys at their old values (hashed so between their addition and
+        ``Section.ADDED_KEYS``), when it differs from ``physics_hash``."""
+        full = self.physics_hash(with_added_keys=True)
+        return () if full == self.physics_hash() else (full,)
 
 
 

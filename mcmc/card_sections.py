@@ -148,10 +148,17 @@ def _optional_section(name: str, doc: str, *configs: type) -> type[BaseModel]:
     return create_model(name, __base__=Section, __doc__=doc, **fields_)
 
 
-FlowCard = _optional_section(
-    "FlowCard", "Flow architecture; unset keys take the defaults of the theory's flow family "
+_FlowBase = _optional_section(
+    "_FlowBase", "Flow architecture; unset keys take the defaults of the theory's flow family "
     "(flows.registry; its config's keys are checked by section_settings).",
     *(family.config for family in flow_families().values()))
+
+
+class FlowCard(_FlowBase):
+    """Flow architecture; unset keys take the defaults of the theory's flow family (``flows.registry``;
+    its config's keys are checked by ``section_settings``)."""
+
+    ADDED_KEYS: ClassVar[dict[str, Any]] = {"stick_basis": None}
 _TrainBase = _optional_section(
     "_TrainBase", "Reverse-KL training; unset keys take the defaults of flows.train.TrainConfig.",
     TrainConfig)

@@ -95,7 +95,8 @@ class Provenance:
     YAML and as a plain dict ``tree``, the theory as JSON, the physics hash, the card sections a resumed
     ensemble must keep (``fixed_sections``), the ``sample`` keys its chains must share (``chain_keys``),
     and ``absent_as``: dotted keys added to the card later, with the value a stored card that lacks them
-    is taken to hold (``mcmc.card_sections.Section.ADDED_KEYS``)."""
+    is taken to hold (``mcmc.card_sections.Section.ADDED_KEYS``); ``legacy_hashes``: earlier physics hashes
+    of the same chain that a stored checkpoint may carry (``mcmc.card.Card.legacy_hashes``)."""
 
     card_yaml: str
     theory_json: str
@@ -104,6 +105,7 @@ class Provenance:
     fixed_sections: tuple[str, ...]
     chain_keys: tuple[str, ...]
     absent_as: Mapping[str, Any] = field(default_factory=dict)
+    legacy_hashes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,7 @@ def _no_checkpoint(path: Path, ckpt: Path, n_rows: int) -> JobError:
 
 def check_payload(ckpt: Path, payload: dict[str, Any], card: Provenance, n_replicas: int) -> None:
     """Refuse a checkpoint made for another chain (a backstop beside the stored card's comparison)."""
-    if payload["physics_hash"] != card.physics_hash:
+    if payload["physics_hash"] not in (card.physics_hash, *card.legacy_hashes):
         raise JobError(
             f"{ckpt}: resume refused, the card changed the theory, sampler, flow, seed or dtype "
             "since this ensemble was started (only sample.n_configs may grow)"

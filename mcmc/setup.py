@@ -137,6 +137,7 @@ def provenance(card: Card) -> Provenance:
         fixed_sections=("theory", "sampler", kind, "seed", "dtype", *(("train",) if flow else ())),
         chain_keys=("n_therm", "n_chains", "every", *(("proposal_batch",) if flow else ())),
         absent_as={f"{kind}.{k}": v for k, v in absent.items()},
+        legacy_hashes=card.legacy_hashes(),
     )
 
 

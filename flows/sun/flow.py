@@ -15,8 +15,10 @@ through gauge-covariant W and invariant traces, so f(g·U) = g·f(U). In D = 2 t
 Kanwar et al. (2020) and the layers are those of the original 2D-only module, bit for bit.
 
 Spectral map (``flows.spectral``): h moves the eigenvalue phases of W by splines on stick-breaking
-coordinates of the alcove and leaves the eigenvectors alone; W → h(W) W^{-1} U at fixed S moves U by
-the same Haar Jacobian as h moves W. The prior is Haar on every link, so log q(U) = −Σ_layers log|det|.
+coordinates of the alcove (with ``stick_basis`` K > 1 the spline of each stick after the first depends
+on the stick before it, ``flows.sun.params``) and leaves the eigenvectors alone; W → h(W) W^{-1} U at
+fixed S moves U by the same Haar Jacobian as h moves W. The prior is Haar on every link, so
+log q(U) = −Σ_layers log|det|.
 
 Start. ``init = "wilson"`` (``flows.sun.starts``) sets each layer that is the first to shape its
 active plaquettes to the spline that best maps a Haar loop to the one-plaquette Wilson density
@@ -42,8 +44,8 @@ from flows.model import Flow
 from flows.nets import ConvNet, reset_parameters
 from flows.spectral import conjugation_update, eigen_alcove, spectral_map
 from flows.sun.config import SUNFlowConfig
+from flows.sun.params import n_stick_params, stick_params
 from flows.sun.starts import start_at_wilson
-from flows.transforms import spline_n_params
 from lattice.sun import complex_dtype, haar, real_dtype, trace
 from lattice.theories import Theory
 from lattice.wilson import SUN
@@ -75,11 +77,12 @@ class SUNGaugeCoupling(nn.Module):
         if not 2 <= self.dim <= 4:
             raise ValueError(f"SU(N) spectral couplings support D = 2, 3, 4, got lattice shape {self.shape}")
         self.n, self.mu, self.nu, self.offset, self.bins = n, mu, nu, offset, config.bins
+        self.stick_basis = config.stick_basis if n > 2 else 1
         active, frozen = layer_masks(self.shape, mu, nu, offset)
         self.register_buffer("frozen_mask", frozen.to(torch.get_default_dtype()), persistent=False)
         self.register_buffer("active_index", torch.nonzero(active.flatten()).squeeze(1), persistent=False)
         n_feat = 2 * max(1, n - 1) * len(planes(self.dim))
-        self.net = ConvNet(self.dim, n_feat, (n - 1) * spline_n_params(config.bins), config.hidden,
+        self.net = ConvNet(self.dim, n_feat, n_stick_params(n, config.bins, self.stick_basis), config.hidden,
                            config.kernel_size, config.activation)
 
     def _couple(self, u: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,7 +92,7 @@ class SUNGaugeCoupling(nn.Module):
         p = plaquette_matrices(u)
         feats = loop_features(p, self.frozen_mask.to(real_dtype(u.dtype)))
         params = self.net(feats).flatten(2).index_select(2, self.active_index).transpose(1, 2)
-        params = params.reshape(b, -1, self.n - 1, spline_n_params(self.bins))
+        params = stick_params(params, self.n, self.bins, self.stick_basis)
         loops = oriented_plaquette(p, self.mu, self.nu)                     # starts with U_μ(x)
         w = loops.flatten(1, self.dim).index_select(1, self.active_index)   # (B, n_active, N, N)
         theta, v = eigen_alcove(w)
@@ -176,5 +179,6 @@ def build_sun_flow(
     flow = SUNFlow(theory.field_shape, theory.N, layers, config)
     reset_parameters(flow, generator)
     if config.init == "wilson":
-        start_at_wilson(flow.layers, theory.shape, theory.N, float(theory.beta), config.bins)
+        start_at_wilson(flow.layers, theory.shape, theory.N, float(theory.beta), config.bins,
+                        config.stick_basis)
     return flow.to(device=device, dtype=dtype)

@@ -32,7 +32,7 @@ from torch import nn
 from flows.masks import layer_masks, planes
 from flows.nets import CircularConv4d
 from flows.spectral import log_haar_density, spectral_map, sticks_to_alcove
-from flows.transforms import spline_n_params
+from flows.sun.params import n_stick_params, stick_params
 
 GRID_POINTS = {2: 4000, 3: 200}   # midpoints per stick axis: 200² nodes resolve the N = 3 optimum to 1 %
 LBFGS_ITERATIONS = 100
@@ -52,37 +52,41 @@ def haar_stick_grid(n: int, points: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def loop_log_weight(theta: torch.Tensor, params: torch.Tensor, coupling: float) -> torch.Tensor:
     """log w_c(h(W)) + log|det ∂h| ``(M,)`` for alcove angles ``theta (M, N)`` moved by one constant
-    spline ``params (N−1, P)``: the log-ratio of target to proposal of one loop, up to a constant."""
+    spline ``params`` (``(N−1, P)`` or, autoregressive, ``(N−1, K, P)``; ``flows.spectral.spectral_map``):
+    the log-ratio of target to proposal of one loop, up to a constant."""
     expanded = params.expand(*theta.shape[:-1], *params.shape)
     theta_new, logdet = spectral_map(theta, expanded)
     return coupling * torch.cos(theta_new).sum(-1) + logdet
 
 
 @functools.lru_cache(maxsize=16)
-def _fit(n: int, coupling: float, bins: int) -> torch.Tensor:
+def _fit(n: int, coupling: float, bins: int, k_basis: int) -> torch.Tensor:
     theta, weight = haar_stick_grid(n, GRID_POINTS[n])
-    params = torch.zeros(n - 1, spline_n_params(bins), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([params], lr=1.0, max_iter=LBFGS_ITERATIONS, line_search_fn="strong_wolfe",
+    flat = torch.zeros(n_stick_params(n, bins, k_basis), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([flat], lr=1.0, max_iter=LBFGS_ITERATIONS, line_search_fn="strong_wolfe",
                             tolerance_grad=1e-12, tolerance_change=1e-15)
 
     def reverse_kl() -> torch.Tensor:       # KL(h_* Haar ‖ w_c Haar) up to the constant log Z_c
         opt.zero_grad()
+        params = stick_params(flat, n, bins, k_basis)
         loss = -(weight * loop_log_weight(theta, params, coupling)).sum()
         loss.backward()
         return loss
 
     opt.step(reverse_kl)
-    return params.detach()
+    return flat.detach()
 
 
-def wilson_loop_params(n: int, beta: float, bins: int) -> torch.Tensor:
-    """Constant spline parameters ``(N−1, 3·bins − 1)`` (float64) of the spectral map that best sends a
-    Haar SU(N) loop to the one-plaquette Wilson density ∝ e^{(β/N) Re tr W} (module docstring); N = 2
-    or 3. Cached per (N, β, bins); about 15 CPU seconds for N = 3."""
+def wilson_loop_params(n: int, beta: float, bins: int, k_basis: int = 1) -> torch.Tensor:
+    """Constant conditioner outputs ``(n_stick_params,)`` (float64; ``(N−1)·(3·bins − 1)`` when
+    ``k_basis`` = 1) of the spectral map that best sends a Haar SU(N) loop to the one-plaquette Wilson
+    density ∝ e^{(β/N) Re tr W} (module docstring), in the channel order of the couplings
+    (``flows.sun.flow.stick_params``); N = 2 or 3. Cached per (N, β, bins, K); about 15 CPU seconds for
+    N = 3, K = 1."""
     if n not in GRID_POINTS:
         raise ValueError(f"flow.init = 'wilson' is implemented for SU(2) and SU(3), not SU({n}); "
                          f"use init: identity")
-    return _fit(int(n), float(beta) / n, int(bins)).clone()
+    return _fit(int(n), float(beta) / n, int(bins), int(k_basis) if n > 2 else 1).clone()
 
 
 def shaping_layers(shape: Sequence[int], schedule: Sequence[tuple[int, int, int]]) -> list[bool]:
@@ -111,13 +115,13 @@ def final_bias(net: nn.Module) -> torch.Tensor:
     return last.bias
 
 
-def start_at_wilson(layers: Sequence[nn.Module], shape: Sequence[int], n: int, beta: float, bins: int
-                    ) -> None:
+def start_at_wilson(layers: Sequence[nn.Module], shape: Sequence[int], n: int, beta: float, bins: int,
+                    k_basis: int = 1) -> None:
     """Set the final-conv bias of every shaping layer (``shaping_layers``) of the SU(N) couplings
     ``layers`` (with ``mu``, ``nu``, ``offset`` and a zero-weight final conv) to
     ``wilson_loop_params``; the other layers stay the identity. In place."""
     schedule = [(layer.mu, layer.nu, layer.offset) for layer in layers]
-    params = wilson_loop_params(n, beta, bins).flatten()       # channel = k·P + p, as the coupling reads
+    params = wilson_loop_params(n, beta, bins, k_basis)        # in the channel order the coupling reads
     with torch.no_grad():
         for layer, fresh in zip(layers, shaping_layers(shape, schedule), strict=True):
             if fresh:

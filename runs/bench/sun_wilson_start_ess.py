@@ -7,7 +7,8 @@ Fresh float64 proposals (float32 conditioners), 64 at a time, one torch thread; 
 ``--train-seconds S`` the flow is then trained by reverse KL from that start for S CPU seconds (float32,
 Adam at ``--lr``, constant, batch ``--batch``, gradient ``--estimator`` (path), the best flow by
 validation ESS every ``--eval-every`` steps kept) and the same proposals are measured again.
-``--init identity`` starts from the identity couplings (Haar proposals) instead of the Wilson start.
+``--init identity`` starts from the identity couplings (Haar proposals) instead of the Wilson start;
+``--stick-basis K`` makes stick k's spline depend on stick k−1 (``flow.stick_basis``).
 """
 
 import argparse
@@ -36,10 +37,13 @@ def main() -> None:
     ap.add_argument("--init", choices=("wilson", "identity"), default="wilson")
     ap.add_argument("--estimator", choices=("path", "reparam", "reinforce"), default="path")
     ap.add_argument("--eval-every", type=int, default=100, help="validation every k steps")
+    ap.add_argument("--stick-basis", type=int, default=1,
+                    help="flow.stick_basis: K features of stick k−1 in stick k's spline (1: each on its own)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     theory = SUN(tuple(args.shape), args.beta, args.N)
-    config = {"n_layers": args.layers, "hidden": [8, 8], "offset_order": "decreasing", "init": args.init}
+    config = {"n_layers": args.layers, "hidden": [8, 8], "offset_order": "decreasing", "init": args.init,
+              "stick_basis": args.stick_basis}
     start = time.process_time()
     flow = build_sun_flow(theory, config)
     print(f"built in {time.process_time() - start:.1f} CPU s")
@@ -67,7 +71,8 @@ def report(theory: SUN, flow: torch.nn.Module, args: argparse.Namespace, label: 
     n_plaquettes = math.comb(len(args.shape), 2) * math.prod(args.shape)
     var_re_tr = 1.0 if args.N == 2 else 0.5
     haar_var = (args.beta / args.N) ** 2 * n_plaquettes * var_re_tr
-    print(f"SU({args.N}) {tuple(args.shape)} beta={args.beta} layers={args.layers} init={args.init}, "
+    print(f"SU({args.N}) {tuple(args.shape)} beta={args.beta} layers={args.layers} init={args.init} "
+          f"stick_basis={args.stick_basis}, "
           f"{label}: "
           f"ESS {ess_fraction(logw):.3f}, var(log w) {logw.var().item():.3f} (Haar {haar_var:.2f}), "
           f"n={logw.numel()}, {1e3 * sample_s / logw.numel():.1f} CPU ms per proposal")

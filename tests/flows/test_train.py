@@ -9,7 +9,7 @@ import torch
 from flows.checkpoint import CheckpointMismatch, load_checkpoint
 from flows.model import build_flow
 from flows.registry import load_flow
-from flows.train import METRICS, TrainConfig, batch_size, learning_rate, train_flow
+from flows.train import METRICS, TrainConfig, _progress_bar, batch_size, learning_rate, train_flow
 from flows.validation import acceptance_estimate, ess_fraction
 from lattice.scalar import Phi4
 
@@ -275,3 +275,12 @@ def test_resume_with_validation_is_bit_for_bit(tmp_path):
     assert res.best_step == res_full.best_step
     pick = [0, 1, 2, -1]
     np.testing.assert_array_equal(res.validation["ess"][pick], res_full.validation["ess"][pick])
+
+
+def test_progress_bar_follows_the_time_budget() -> None:
+    """Under max_seconds the bar counts the percentage of the run (so its ETA is the budget's), else steps."""
+    budget = TrainConfig(steps=100_000, max_seconds=200.0)
+    bar = _progress_bar(budget, step=10, seconds=50.0, enabled=False)
+    assert (bar.total, bar.n) == (100.0, 25.0)
+    steps = _progress_bar(TrainConfig(steps=40), step=10, seconds=50.0, enabled=False)
+    assert (steps.total, steps.n) == (40, 10)

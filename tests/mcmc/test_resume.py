@@ -250,6 +250,33 @@ def test_an_ensemble_from_before_a_new_card_key_and_state_field_resumes_bit_iden
     killable.assert_same(h5(tmp_path / "direct"), h5(tmp_path))
 
 
+def test_a_checkpoint_hashed_with_the_added_key_resumes_and_another_hash_is_refused(
+    tmp_path, capsys, killable
+):
+    """Ensembles written while ``hmc.compile`` was still hashed carry the physics hash of the card with
+    ``compile: false``; that hash (``Card.legacy_hashes``) is the same chain and resumes, any other is
+    refused before the file is touched."""
+    from mcmc.card import load_card
+
+    small = {**killable.card["sample"], "n_configs": 60}
+    card_path = killable.write(tmp_path, sample=small)
+    assert main(["sample", str(card_path), "--quiet"]) == 0
+    legacy = load_card(str(card_path)).physics_hash(with_added_keys=True)
+    assert legacy != load_card(str(card_path)).physics_hash()
+    ckpt = h5(tmp_path).with_suffix(".ckpt")
+    payload = torch.load(ckpt, weights_only=False)
+    for stored_hash, code in (("0123456789abcdef", 2), (legacy, 0)):
+        payload["physics_hash"] = stored_hash
+        torch.save(payload, ckpt)
+        before = h5(tmp_path).read_bytes()
+        grown = killable.write(tmp_path, sample={**small, "n_configs": 100})
+        assert main(["sample", str(grown), "--quiet", "--resume"]) == code
+        if code:
+            assert "resume refused" in capsys.readouterr().err
+            assert h5(tmp_path).read_bytes() == before
+    assert len(read_ensemble(h5(tmp_path)).traj) == 100
+
+
 def test_a_state_field_missing_without_a_rebuild_is_refused():
     from mcmc.driver import state_from_dict
     from mcmc.kernels.protocol import ChainState

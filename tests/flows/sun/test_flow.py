@@ -68,12 +68,15 @@ def test_haar_density_normalisation_su2():
 
 
 @pytest.mark.parametrize("n", [2, 3, 4])
-def test_spectral_map_jacobian_against_autograd(n, exact_eig):
+@pytest.mark.parametrize("k_basis", [None, 3])
+def test_spectral_map_jacobian_against_autograd(n, k_basis, exact_eig):
     """log|det| of W ↦ h(W) w.r.t. Haar equals the log-determinant of the Jacobian in left-invariant
-    coordinates: x ↦ coords of Π(h(e^X W) h(W)†) at X = 0 (dU = d^{N²−1}x locally)."""
+    coordinates: x ↦ coords of Π(h(e^X W) h(W)†) at X = 0 (dU = d^{N²−1}x locally); for sticks moved
+    each on its own (params (1, N−1, P)) and autoregressively (params (1, N−1, K, P))."""
     g = gen(10 + n)
     w0 = haar((1,), n, g)
-    params = torch.randn(1, n - 1, spline_n_params(4), dtype=torch.float64, generator=g)
+    shape = (1, n - 1, spline_n_params(4)) if k_basis is None else (1, n - 1, k_basis, spline_n_params(4))
+    params = torch.randn(*shape, dtype=torch.float64, generator=g)
 
     def h(w):
         theta, v = eigen_alcove(w)
@@ -94,10 +97,10 @@ def test_spectral_map_jacobian_against_autograd(n, exact_eig):
     assert (back - theta0).abs().max() < 1e-10 and abs(float(logdet + logdet_inv)) < 1e-9
 
 
-@pytest.mark.parametrize("n", [2, 3])
-def test_flow_is_invertible_and_equivariant(n, check_invertible, perturbed_flow):
+@pytest.mark.parametrize("n, k_basis", [(2, 1), (3, 1), (3, 2)])
+def test_flow_is_invertible_and_equivariant(n, k_basis, check_invertible, perturbed_flow):
     th = SUN((4, 4), 2.0, n)
-    flow = perturbed_flow(th, 20 + n, 0.05, n_layers=8)
+    flow = perturbed_flow(th, 20 + n, 0.05, n_layers=8, stick_basis=k_basis)
     x, logq = flow.sample(3, gen(1))
     assert x.dtype == torch.complex128 and logq.dtype == torch.float64
     assert max(unitarity_violation(x)) < 1e-11
