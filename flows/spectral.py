@@ -147,17 +147,21 @@ def stick_basis(b: torch.Tensor, k_basis: int) -> torch.Tensor:
     return torch.cos(math.pi * j * b.unsqueeze(-1))
 
 
+def _conditioned(params: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """Σ_j φ_j(b_prev) params[..., j, :] ``(..., m, P)`` for ``params (..., m, K, P)`` and the sticks before
+    them ``previous (..., m)``."""
+    phi = stick_basis(previous, params.shape[-2])                    # (..., m, K)
+    return (phi.unsqueeze(-1) * params).sum(-2)
+
+
 def conditional_params(params: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The spline parameters ``(..., N−1, P)`` of each stick of an autoregressive stick map:
     stick k > 0 uses Σ_j φ_j(b_{k−1}) params[..., k, j, :] (``stick_basis`` of the stick before it),
     stick 0 uses params[..., 0, 0, :]. ``params (..., N−1, K, P)``, ``b (..., N−1)`` the input sticks."""
-    k_basis = params.shape[-2]
     first = params[..., :1, 0, :]
     if b.shape[-1] == 1:
         return first
-    phi = stick_basis(b[..., :-1], k_basis)                          # (..., N−2, K)
-    rest = (phi.unsqueeze(-1) * params[..., 1:, :, :]).sum(-2)
-    return torch.cat([first, rest], dim=-2)
+    return torch.cat([first, _conditioned(params[..., 1:, :, :], b[..., :-1])], dim=-2)
 
 
 def _move_sticks(b: torch.Tensor, params: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,11 +177,12 @@ def _move_sticks(b: torch.Tensor, params: torch.Tensor, inverse: bool) -> tuple[
     found: list[torch.Tensor] = []
     slopes: list[torch.Tensor] = []
     for k in range(b.shape[-1]):
-        previous = torch.ones_like(b[..., :1]) if k == 0 else found[-1]
-        phi = stick_basis(previous, params.shape[-2] if k else 1)           # (..., 1, K) or (..., 1, 1)
-        stick_params = (phi.unsqueeze(-1) * params[..., k:k + 1, :phi.shape[-1], :]).sum(-2)
-        x, log_slope = spline_inverse(2.0 * b[..., k:k + 1] - 1.0, stick_params, bound=1.0)
-        found.append((0.5 * (x + 1.0)).clamp(0.0, 1.0))
+        if k == 0:
+            stick_params = params[..., :1, 0, :]
+        else:
+            stick_params = _conditioned(params[..., k:k + 1, :, :], found[-1])
+        stick, log_slope = _move_sticks(b[..., k:k + 1], stick_params, inverse=True)
+        found.append(stick)
         slopes.append(log_slope)
     return torch.cat(found, dim=-1), torch.cat(slopes, dim=-1)
 

@@ -287,20 +287,25 @@ def _resume(saved: dict[str, Any], flow: Flow, optimizer: torch.optim.Optimizer,
                 BestFlow.from_payload(saved.get("best")))
 
 
+def _bar_position(config: TrainConfig, step: int, seconds: float) -> float:
+    """Where the training bar stands: ``step``, or under a ``max_seconds`` budget the percentage of the
+    run done (:func:`schedule_progress`)."""
+    return step if config.max_seconds is None else 100.0 * schedule_progress(config, step, seconds)
+
+
 def _progress_bar(config: TrainConfig, step: int, seconds: float, enabled: bool) -> Any:
     """The training bar: steps out of ``steps``, or, under a ``max_seconds`` budget, the percentage of
-    the run done (:func:`schedule_progress`), so that its ETA is the budget's and not 100000 steps'."""
+    the run done, so that its ETA is the budget's and not 100000 steps'."""
     if config.max_seconds is None:
         return tqdm(total=config.steps, initial=step, disable=not enabled, desc="train flow",
                     dynamic_ncols=True)
-    return tqdm(total=100.0, initial=100.0 * schedule_progress(config, step, seconds), disable=not enabled,
+    return tqdm(total=100.0, initial=_bar_position(config, step, seconds), disable=not enabled,
                 desc="train flow", unit="%", dynamic_ncols=True,
                 bar_format="{l_bar}{bar}| {n:.1f}/100% [{elapsed}<{remaining}{postfix}]")
 
 
 def _show(bar: Any, run: _Run, metrics: dict[str, float], config: TrainConfig, seconds: float) -> None:
-    done = run.step if config.max_seconds is None else 100.0 * schedule_progress(config, run.step, seconds)
-    bar.update(done - bar.n)
+    bar.update(_bar_position(config, run.step, seconds) - bar.n)
     if not bar.disable and run.step % 10 == 0:
         best = f"{run.best.ess:.3f}@{run.best.step}" if run.best.state is not None else "-"
         bar.set_postfix(step=run.step, loss=f"{metrics['loss']:.3f}", ess=f"{metrics['ess']:.3f}",

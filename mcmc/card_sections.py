@@ -149,8 +149,7 @@ def _optional_section(name: str, doc: str, *configs: type) -> type[BaseModel]:
 
 
 _FlowBase = _optional_section(
-    "_FlowBase", "Flow architecture; unset keys take the defaults of the theory's flow family "
-    "(flows.registry; its config's keys are checked by section_settings).",
+    "_FlowBase", "The keys of FlowCard: the fields of every flow family's config.",
     *(family.config for family in flow_families().values()))
 
 
@@ -159,6 +158,8 @@ class FlowCard(_FlowBase):
     its config's keys are checked by ``section_settings``)."""
 
     ADDED_KEYS: ClassVar[dict[str, Any]] = {"stick_basis": None}
+
+
 _TrainBase = _optional_section(
     "_TrainBase", "Reverse-KL training; unset keys take the defaults of flows.train.TrainConfig.",
     TrainConfig)

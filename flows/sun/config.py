@@ -24,7 +24,7 @@ class SUNFlowConfig(MappingConfig):
     ``stick_basis``: K, the number of features cos(jπ b_{k−1}), j < K, of the previous stick fraction
     on which the spline of stick k depends (``flows.spectral.conditional_params``); 1 moves each stick on
     its own, which cannot represent the SU(N ≥ 3) one-plaquette density: the Wilson start then leaves
-    5.3 % of its log-weight variance, 4.5 of the 5.7 of 4⁴ SU(3) at β = 1; K = 4 leaves 0.1 %
+    5.3 % of the one-loop log-weight variance, 4.5 of the 6.2 of 4⁴ SU(3) at β = 1; K = 2 leaves 0.16 %
     (``flows.sun.starts``). No effect for N = 2.
     """
 

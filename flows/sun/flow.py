@@ -77,7 +77,7 @@ class SUNGaugeCoupling(nn.Module):
         if not 2 <= self.dim <= 4:
             raise ValueError(f"SU(N) spectral couplings support D = 2, 3, 4, got lattice shape {self.shape}")
         self.n, self.mu, self.nu, self.offset, self.bins = n, mu, nu, offset, config.bins
-        self.stick_basis = config.stick_basis if n > 2 else 1
+        self.stick_basis = config.stick_basis
         active, frozen = layer_masks(self.shape, mu, nu, offset)
         self.register_buffer("frozen_mask", frozen.to(torch.get_default_dtype()), persistent=False)
         self.register_buffer("active_index", torch.nonzero(active.flatten()).squeeze(1), persistent=False)

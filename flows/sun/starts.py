@@ -81,12 +81,12 @@ def wilson_loop_params(n: int, beta: float, bins: int, k_basis: int = 1) -> torc
     """Constant conditioner outputs ``(n_stick_params,)`` (float64; ``(N−1)·(3·bins − 1)`` when
     ``k_basis`` = 1) of the spectral map that best sends a Haar SU(N) loop to the one-plaquette Wilson
     density ∝ e^{(β/N) Re tr W} (module docstring), in the channel order of the couplings
-    (``flows.sun.flow.stick_params``); N = 2 or 3. Cached per (N, β, bins, K); about 15 CPU seconds for
+    (``flows.sun.params.stick_params``); N = 2 or 3. Cached per (N, β, bins, K); about 15 CPU seconds for
     N = 3, K = 1."""
     if n not in GRID_POINTS:
         raise ValueError(f"flow.init = 'wilson' is implemented for SU(2) and SU(3), not SU({n}); "
                          f"use init: identity")
-    return _fit(int(n), float(beta) / n, int(bins), int(k_basis) if n > 2 else 1).clone()
+    return _fit(int(n), float(beta) / n, int(bins), int(k_basis)).clone()
 
 
 def shaping_layers(shape: Sequence[int], schedule: Sequence[tuple[int, int, int]]) -> list[bool]:

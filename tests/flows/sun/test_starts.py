@@ -36,7 +36,7 @@ def residual_fraction(n, beta, bins=8, points=None, k_basis=1):
     """Var of the one-loop log-weight after the fitted spline, over its value for the identity map,
     on a finer grid than the fit's."""
     theta, weight = haar_stick_grid(n, points or {2: 9000, 3: 400}[n])
-    params = stick_params(wilson_loop_params(n, beta, bins, k_basis), n, bins, k_basis if n > 2 else 1)
+    params = stick_params(wilson_loop_params(n, beta, bins, k_basis), n, bins, k_basis)
 
     def variance(p):
         lw = loop_log_weight(theta, p, beta / n)
@@ -160,4 +160,3 @@ def test_stick_basis_is_an_added_key():
     assert FlowCard(n_layers=8, stick_basis=2).hashed()["stick_basis"] == 2
     with pytest.raises(ValueError, match="stick_basis"):
         SUNFlowConfig(stick_basis=0)
-
