@@ -227,9 +227,10 @@ def _log_training(result: Any, eval_batch: int) -> None:
     """Log the outcome of a training: steps, time, final ESS, and the validation ESS of the kept flow."""
     if result.steps_done:
         log.info(
-            "trained flow: %d steps in %.1f s (%d skipped, stopped by %s), final ESS %.3f",
+            "trained flow: %d steps in %.1f s wall, %.1f CPU s (%d skipped, stopped by %s), final ESS %.3f",
             result.steps_done,
             result.seconds,
+            result.cpu_seconds,
             result.n_skipped,
             result.stopped_by,
             float(result.metrics["ess"][-1]),
@@ -272,7 +273,8 @@ def _run_stages(spec: FlowSpec, flow: Flow, device: torch.device, *, progress: b
             return trained
         previous = trained.flow
     fresh = carry_weights(previous, flow)
-    log.info("curriculum: %d stages done; weights carried over%s", len(spec.stages),
+    n = len(spec.stages)
+    log.info("curriculum: %d stage%s done; weights carried over%s", n, "" if n == 1 else "s",
              f" except {fresh}" if fresh else "")
     return None
 
@@ -342,5 +344,6 @@ def train_only(plan: JobPlan, world: World, *, resume: bool, progress: bool) -> 
         trained = trained_flow(spec, plan.theory, device, progress=progress, resume=resume, world=world,
                                stop=lambda: bool(caught))
     if world.rank == 0:
-        print(f"flow checkpoint: {spec.path} (training time {trained.seconds:.1f} s)")
+        print(f"flow checkpoint: {spec.path} (training time {trained.seconds:.1f} s wall, "
+              f"{trained.cpu_seconds:.1f} CPU s{', curriculum stages included' if spec.stages else ''})")
     return not trained.interrupted
