@@ -81,8 +81,8 @@ class Card(Section):
         hashed carry (``legacy_hashes``)."""
         dump = self.model_dump(mode="json")
         values = {k: dump[k] for k in ("theory", "sampler", "seed", "dtype")}
-        section = getattr(self, self.sampler.kind)
-        values[self.sampler.kind] = dump[self.sampler.kind] if with_added_keys else section.hashed()
+        kind = self.sampler.kind
+        values[kind] = dump[kind] if with_added_keys else getattr(self, kind).hashed()
         blob = json.dumps(values, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -92,7 +92,6 @@ class Card(Section):
         ``Section.ADDED_KEYS``), when it differs from ``physics_hash``."""
         full = self.physics_hash(with_added_keys=True)
         return () if full == self.physics_hash() else (full,)
-
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
